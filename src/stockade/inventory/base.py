@@ -1,0 +1,51 @@
+"""The cataloger contract: which paths a cataloger wants, and how it turns a file into packages."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from stockade.model import Package, StockadeError
+
+
+class ParseError(StockadeError):
+    """A file a cataloger wanted is malformed; the scan records a warning and goes on."""
+
+
+@dataclass(slots=True)
+class ParseResult:
+    packages: list[Package] = field(default_factory=list)
+    text: str | None = None  # kept verbatim (small OS release files), merged later
+
+
+class Cataloger:
+    """Base class: subclasses set the class attributes and implement ``parse``.
+
+    A cataloger declares the paths it needs the way Trivy's analyzers do, so the image is
+    read once and a file is read into memory only when some cataloger asked for it.
+    """
+
+    name: ClassVar[str] = ""
+    ecosystem: ClassVar[str] = ""
+    basenames: ClassVar[frozenset[str]] = frozenset()
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    paths: ClassVar[frozenset[str]] = frozenset()
+    prefixes: ClassVar[tuple[str, ...]] = ()
+    executables: ClassVar[bool] = False  # wants ELF executables (binary build info)
+    magic: ClassVar[bytes] = b""  # with executables: the first bytes a file must start with
+
+    def wants(self, path: str) -> bool:
+        """A finer check after the basename/suffix/path index matched."""
+        return True
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        raise NotImplementedError
+
+
+def text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def base(path: str) -> str:
+    return posixpath.basename(path)

@@ -1,0 +1,80 @@
+"""Debian packages from dpkg's status file and distroless status.d entries."""
+
+from __future__ import annotations
+
+import re
+
+from stockade.inventory.base import Cataloger, ParseError, ParseResult, base, text
+from stockade.model import Package
+
+_SOURCE = re.compile(r"^(\S+)(?:\s+\((\S+)\))?$")
+
+
+def paragraphs(content: str) -> list[dict[str, str]]:
+    """Split an RFC 822 style control file into field dictionaries (continuation lines kept)."""
+    out: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    last = ""
+    for line in content.splitlines():
+        if not line.strip():
+            if cur:
+                out.append(cur)
+                cur, last = {}, ""
+            continue
+        if line[0] in " \t":
+            if last:
+                cur[last] += "\n" + line.strip()
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        last = key.strip()
+        cur[last] = value.strip()
+    if cur:
+        out.append(cur)
+    return out
+
+
+class DpkgCataloger(Cataloger):
+    name = "dpkg"
+    ecosystem = "deb"
+    paths = frozenset({"var/lib/dpkg/status"})
+    prefixes = ("var/lib/dpkg/status.d/",)  # distroless: one file per package
+
+    def wants(self, path: str) -> bool:
+        if path == "var/lib/dpkg/status":
+            return True
+        return path.startswith("var/lib/dpkg/status.d/") and not base(path).endswith(".md5sums")
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        if b"\x00" in data[:4096]:
+            raise ParseError(f"{path}: binary data, not a dpkg status file")
+        pkgs: list[Package] = []
+        distroless = path != "var/lib/dpkg/status"
+        for para in paragraphs(text(data)):
+            name, version = para.get("Package"), para.get("Version")
+            if not name or not version:
+                continue
+            status = para.get("Status", "")
+            if not distroless and status and not status.endswith(" installed"):
+                continue  # removed, config-files, half-installed
+            src_name, src_version = name, version
+            if para.get("Source"):
+                m = _SOURCE.match(para["Source"].strip())
+                if m:
+                    src_name = m.group(1)
+                    src_version = m.group(2) or version
+            epoch = int(version.split(":", 1)[0]) if ":" in version and version.split(":", 1)[0].isdigit() else None
+            pkgs.append(
+                Package(
+                    name=name,
+                    version=version,
+                    ecosystem="deb",
+                    source_name=src_name,
+                    source_version=src_version,
+                    epoch=epoch,
+                    arch=para.get("Architecture", ""),
+                    location=path,
+                )
+            )
+        return ParseResult(pkgs)

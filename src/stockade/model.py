@@ -1,0 +1,92 @@
+"""Shared data types of every stockade engine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class StockadeError(Exception):
+    """An error with a message meant for the user: it names the input at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class OSInfo:
+    """The operating system of an image, from os-release and friends."""
+
+    family: str  # debian, ubuntu, alpine, redhat, rocky, almalinux, amazon, cbl-mariner, sles, ...
+    name: str  # the release: "12", "3.11.5", "9.3"
+    pretty_name: str = ""
+    id_like: tuple[str, ...] = ()
+    distroless: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Package:
+    """One installed package, OS or language, with where it was found."""
+
+    name: str
+    version: str
+    ecosystem: str  # deb, apk, rpm, pypi, npm, maven, golang, nuget, cargo, gem, composer
+    purl: str = ""
+    source_name: str = ""  # OS packages: the source package the binary was built from
+    source_version: str = ""
+    epoch: int | None = None
+    release: str = ""
+    arch: str = ""
+    licenses: list[str] = field(default_factory=list)
+    location: str = ""  # the file the package was read from, without a leading slash
+    layer_digest: str = ""  # diff_id of the layer that introduced it
+    layer_created_by: str = ""  # the history entry of that layer
+    dev: bool = False  # a development-only dependency in a lock file
+
+    def key(self) -> tuple[str, str, str, str]:
+        """Identity used to de-duplicate and to track packages across layers."""
+        return (self.ecosystem, self.name, self.version, self.location)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if v not in ("", None, [], False)}
+
+
+@dataclass(slots=True)
+class LayerInfo:
+    """A layer of an image as stored (digest) and as applied (diff_id)."""
+
+    index: int
+    digest: str
+    diff_id: str
+    media_type: str
+    size: int = -1
+    created_by: str = ""
+
+
+@dataclass(slots=True)
+class Inventory:
+    """Everything stockade learned about one image."""
+
+    source: str
+    image_id: str = ""
+    repo_tags: list[str] = field(default_factory=list)
+    repo_digests: list[str] = field(default_factory=list)
+    architecture: str = ""
+    os: OSInfo | None = None
+    layers: list[LayerInfo] = field(default_factory=list)
+    packages: list[Package] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "image_id": self.image_id,
+            "repo_tags": self.repo_tags,
+            "repo_digests": self.repo_digests,
+            "architecture": self.architecture,
+            "os": self.os.to_dict() if self.os else None,
+            "layers": [asdict(layer) for layer in self.layers],
+            "packages": [p.to_dict() for p in self.packages],
+            "warnings": self.warnings,
+        }
