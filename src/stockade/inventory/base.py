@@ -33,7 +33,7 @@ class Cataloger:
     paths: ClassVar[frozenset[str]] = frozenset()
     prefixes: ClassVar[tuple[str, ...]] = ()
     executables: ClassVar[bool] = False  # wants ELF executables (binary build info)
-    magic: ClassVar[bytes] = b""  # with executables: the first bytes a file must start with
+    magic: ClassVar[tuple[bytes, ...]] = ()  # with executables: the first bytes a file may start with
 
     def wants(self, path: str) -> bool:
         """A finer check after the basename/suffix/path index matched."""

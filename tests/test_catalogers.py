@@ -1,0 +1,112 @@
+"""Catalogers on real package databases, binaries and archives, each against an independent oracle."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import trivy_packages
+
+from stockade.inventory import catalog_image
+from stockade.inventory.apk import ApkCataloger
+from stockade.inventory.dpkg import DpkgCataloger
+from stockade.inventory.java import JavaArchiveCataloger
+
+
+def dpkg_query(status: Path, tmp: Path) -> set[tuple[str, str, str]]:
+    admin = tmp / "admin"
+    (admin / "info").mkdir(parents=True)
+    (admin / "updates").mkdir()
+    shutil.copy(status, admin / "status")
+    out = subprocess.run(
+        ["dpkg-query", "--admindir", str(admin), "-W", "-f", "${db:Status-Status}\t${Package}\t${Version}\t${source:Package}\n"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return {(n, v, s) for st_, n, v, s in (line.split("\t") for line in out.splitlines()) if st_ == "installed"}
+
+
+@pytest.mark.parametrize(
+    "src", ["local-debian12-dpkg-status", "claircore/dpkg-texlive.status", "scalibr/dpkg-valid",
+            "syft/dpkg-status-coverage"]
+)
+def test_dpkg_matches_dpkg_query(fixtures_dir: Path, src: str, tmp_path: Path) -> None:
+    expected = dpkg_query(fixtures_dir / src, tmp_path)
+    assert expected
+    pkgs = DpkgCataloger().parse("var/lib/dpkg/status", (fixtures_dir / src).read_bytes()).packages
+    assert {(p.name, p.version, p.source_name) for p in pkgs} == expected
+
+
+def _rootfs_with(tmp: Path, files: dict[str, Path | str]) -> Path:
+    root = tmp / "rootfs"
+    for rel, src in files.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, Path):
+            shutil.copy(src, dest)
+        else:
+            dest.write_text(src)
+    return root
+
+
+@pytest.mark.parametrize("src", ["trivy/apk-installed", "scalibr/apk-installed", "syft/apk-multiple-2-installed"])
+def test_apk_matches_trivy(fixtures_dir: Path, src: str, tmp_path: Path) -> None:
+    root = _rootfs_with(tmp_path, {"lib/apk/db/installed": fixtures_dir / src,
+                                   "etc/alpine-release": "3.18.4\n",
+                                   "etc/os-release": 'ID=alpine\nVERSION_ID=3.18.4\nPRETTY_NAME="Alpine"\n'})
+    expected = {(p["name"], p["version"], p.get("SrcName", "")) for p in trivy_packages("rootfs", root)}
+    got = {(p.name, p.version, p.source_name) for p in catalog_image(str(root)).packages}
+    assert expected and got == expected
+    ApkCataloger().parse("x", (fixtures_dir / src).read_bytes())
+
+
+def test_go_and_rust_binaries_match_trivy(fixtures_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "bin"
+    shutil.copytree(fixtures_dir / "binaries", root)
+    for f in root.iterdir():
+        f.chmod(0o755)
+    expected = {p["purl"] for p in trivy_packages("rootfs", root)}
+    got = {p.purl for p in catalog_image(str(root)).packages}
+    assert len(expected) >= 14
+    assert got == expected
+
+
+def _pom_oracle(jar: Path) -> set[tuple[str, str]]:
+    """Every pom.properties in the archive and in nested archives, read with the zip tool of Python's stdlib."""
+    out: set[tuple[str, str]] = set()
+
+    def walk(zf: zipfile.ZipFile) -> None:
+        for n in zf.namelist():
+            if n.endswith("pom.properties") and n.startswith("META-INF/maven/"):
+                kv = dict(line.split("=", 1) for line in zf.read(n).decode().splitlines()
+                          if "=" in line and not line.startswith("#"))
+                out.add((f"{kv['groupId'].strip()}:{kv['artifactId'].strip()}", kv["version"].strip()))
+            if n.endswith((".jar", ".war")):
+                import io
+
+                walk(zipfile.ZipFile(io.BytesIO(zf.read(n))))
+
+    walk(zipfile.ZipFile(jar))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["guava-31.1-jre.jar", "trivy-maven.war", "jackson-annotations-2.15.0-rc2.jar", "io.quarkus.gizmo.gizmo-1.1.jar"]
+)
+def test_jar_matches_its_pom_properties(fixtures_dir: Path, name: str) -> None:
+    # Trivy cannot be the oracle here: it refuses to scan jars without downloading its Java DB.
+    jar = fixtures_dir / "jars" / name
+    expected = _pom_oracle(jar)
+    assert expected
+    got = {(p.name, p.version) for p in JavaArchiveCataloger().parse(name, jar.read_bytes()).packages}
+    assert got == expected
+
+
+def test_nested_log4j_is_found(fixtures_dir: Path) -> None:
+    war = fixtures_dir / "jars" / "trivy-maven.war"
+    pkgs = JavaArchiveCataloger().parse("app.war", war.read_bytes()).packages
+    names = {p.name: p for p in pkgs}
+    assert "com.fasterxml.jackson.core:jackson-databind" in names
+    assert "!" in names["com.fasterxml.jackson.core:jackson-databind"].location

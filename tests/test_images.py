@@ -1,0 +1,82 @@
+"""Real images from ../shared, compared package by package (and layer by layer) with Trivy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import trivy_packages
+
+from stockade.image import open_image
+from stockade.inventory import catalog_image
+from stockade.inventory.driver import LayerCache
+
+IMAGES = ["trivy-alpine-39.tar.gz", "trivy-alpine-310.tar.gz", "trivy-alpine-311.tar.gz",
+          "trivy-image3_gz_layers.tar"]
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_packages_and_layers_match_trivy(fixtures_dir: Path, name: str) -> None:
+    path = fixtures_dir / "images" / name
+    expected = {(p["purl"], p.get("LayerDiffID", "")) for p in trivy_packages("image", path)}
+    inv = catalog_image(str(path))
+    got = {(p.purl, p.layer_digest) for p in inv.packages}
+    assert len(expected) >= 14
+    assert got == expected
+
+
+def test_whiteouts_applied(fixtures_dir: Path) -> None:
+    """image3 deletes files in upper layers: what Trivy no longer sees, neither do we."""
+    path = fixtures_dir / "images" / "trivy-image3_gz_layers.tar"
+    with open_image(str(path)) as img:
+        assert len(img.layers) == 4
+        created = [layer.info.created_by for layer in img.layers]
+    assert all(created)
+    inv = catalog_image(str(path))
+    assert inv.os is not None and (inv.os.family, inv.os.name) == ("alpine", "3.10.1")
+    assert {p.layer_created_by for p in inv.packages} == {created[0]}
+
+
+def test_warm_scan_reads_no_layer(fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = fixtures_dir / "images" / "trivy-image3_gz_layers.tar"
+    cold = catalog_image(str(path), cache_dir=tmp_path / "c")
+    from stockade.inventory import driver as cat
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("a cached layer was decompressed")
+
+    monkeypatch.setattr(cat, "decompressed", refuse)
+    warm = catalog_image(str(path), cache_dir=tmp_path / "c")
+    assert [p.to_dict() for p in warm.packages] == [p.to_dict() for p in cold.packages]
+    assert len(list((tmp_path / "c").rglob("*"))) > 4
+
+
+def test_damaged_cache_is_recomputed(fixtures_dir: Path, tmp_path: Path) -> None:
+    path = fixtures_dir / "images" / "trivy-alpine-311.tar.gz"
+    cold = catalog_image(str(path), cache_dir=tmp_path / "c")
+    for f in (tmp_path / "c").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"{not json")
+    again = catalog_image(str(path), cache_dir=tmp_path / "c")
+    assert len(again.packages) == len(cold.packages) == 14
+
+
+def test_cache_key_is_the_layer(fixtures_dir: Path) -> None:
+    assert LayerCache(Path("/x"), "sig")._path("sha256:../../etc") is None
+
+
+def test_apk_fields_from_trivy(fixtures_dir: Path) -> None:
+    path = fixtures_dir / "images" / "trivy-alpine-311.tar.gz"
+    trivy = {p["purl"]: p for p in trivy_packages("image", path)}
+    for p in catalog_image(str(path)).packages:
+        assert p.source_name == trivy[p.purl]["SrcName"]
+        assert p.location == "lib/apk/db/installed"
+
+
+def test_scratch_rootfs_has_no_os(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "hello.txt").write_text("hi")
+    inv = catalog_image(str(tmp_path))
+    assert inv.os is None and inv.packages == []
+    json.dumps(inv.to_dict())
