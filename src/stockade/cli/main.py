@@ -63,6 +63,7 @@ def sbom(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the layer cache")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Layer cache directory")] = None,
     max_file_size: Annotated[int, typer.Option(help="Largest file read for cataloguing, in MiB")] = 512,
+    lockfiles: Annotated[bool, typer.Option(help="Also read lock files (package-lock.json, go.mod, ...)")] = False,
 ) -> None:
     """List every package in an image (table, stockade JSON, CycloneDX 1.6 or SPDX 2.3)."""
     from stockade.inventory import catalog_image
@@ -79,9 +80,11 @@ def sbom(
                 def step(done: int, total: int, _digest: str) -> None:
                     bar.update(task, completed=done, total=total)
 
-                inv = catalog_image(image, platform, limits, False if no_cache else (cache_dir or True), step)
+                inv = catalog_image(image, platform, limits, False if no_cache else (cache_dir or True), step,
+                                        lockfiles)
         else:
-            inv = catalog_image(image, platform, limits, False if no_cache else (cache_dir or True))
+            inv = catalog_image(image, platform, limits, False if no_cache else (cache_dir or True),
+                                lockfiles=lockfiles)
     except StockadeError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_INPUT) from None

@@ -1,7 +1,6 @@
 """Read container images: archives, OCI layouts, root filesystems and registries, one layer at a time."""
 
 from stockade.image.layer import Entry, LayerError, Limits, decompressed, is_whiteout, iter_tar_entries
-from stockade.image.registry import RegistryError, parse_reference
 from stockade.image.source import Image, ImageError, Layer, iter_rootfs, open_image
 
 __all__ = [
@@ -11,11 +10,9 @@ __all__ = [
     "Layer",
     "LayerError",
     "Limits",
-    "RegistryError",
     "decompressed",
     "is_whiteout",
     "iter_rootfs",
     "iter_tar_entries",
     "open_image",
-    "parse_reference",
 ]

@@ -57,11 +57,22 @@ ALL_CATALOGERS: tuple[Cataloger, ...] = (
 
 _MIN_BINARY = 1024
 
+# Source-tree lock files: in an image they are often build leftovers that do not match what is
+# installed, so like Trivy stockade reads them only when asked (--lockfiles) or for source dirs.
+LOCKFILE_NAMES = frozenset(
+    {
+        "requirements.txt", "poetry.lock", "Pipfile.lock", "uv.lock",
+        "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
+        "go.mod", "Gemfile.lock", "gems.locked", "composer.lock",
+    }
+)
+
 
 class Dispatcher:
     """Index of catalogers by exact path, basename, suffix and prefix: one lookup per entry."""
 
-    def __init__(self, catalogers: Iterable[Cataloger]) -> None:
+    def __init__(self, catalogers: Iterable[Cataloger], lockfiles: bool = False) -> None:
+        catalogers = tuple(catalogers)
         self.by_path: dict[str, list[Cataloger]] = {}
         self.by_base: dict[str, list[Cataloger]] = {}
         self.by_suffix: list[tuple[str, Cataloger]] = []
@@ -71,7 +82,8 @@ class Dispatcher:
             for p in c.paths:
                 self.by_path.setdefault(p, []).append(c)
             for b in c.basenames:
-                self.by_base.setdefault(b, []).append(c)
+                if lockfiles or b not in LOCKFILE_NAMES:
+                    self.by_base.setdefault(b, []).append(c)
             self.by_suffix += [(s, c) for s in c.suffixes]
             self.by_prefix += [(p, c) for p in c.prefixes]
             if c.executables:
@@ -79,7 +91,7 @@ class Dispatcher:
         self.suffixes = tuple(s for s, _ in self.by_suffix)
         self.prefixes = tuple(p for p, _ in self.by_prefix)
         self.signature = hashlib.sha256(
-            repr((CATALOG_VERSION, sorted(c.name for c in catalogers))).encode()
+            repr((CATALOG_VERSION, sorted(c.name for c in catalogers), lockfiles)).encode()
         ).hexdigest()[:16]
 
     def select(self, path: str) -> list[Cataloger]:
@@ -262,10 +274,11 @@ def catalog(
     limits: Limits | None = None,
     cache: LayerCache | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    lockfiles: bool = False,
 ) -> Inventory:
     """Inventory of an opened image."""
     limits = limits or Limits()
-    dispatcher = Dispatcher(catalogers)
+    dispatcher = Dispatcher(catalogers, lockfiles)
     inv = Inventory(
         source=img.source,
         image_id=img.image_id,
@@ -314,12 +327,13 @@ def catalog_image(
     limits: Limits | None = None,
     cache_dir: Path | None | bool = True,
     progress: Callable[[int, int, str], None] | None = None,
+    lockfiles: bool = False,
 ) -> Inventory:
     """Open ``ref`` and return its inventory; ``cache_dir=False`` disables the layer cache."""
     root = LayerCache.default_root() if cache_dir is True else (cache_dir or None)
-    cache = LayerCache(root, Dispatcher(ALL_CATALOGERS).signature) if root else None
+    cache = LayerCache(root, Dispatcher(ALL_CATALOGERS, lockfiles).signature) if root else None
     with _open_image(ref, platform=platform, limits=limits) as img:
-        return catalog(img, limits=limits, cache=cache, progress=progress)
+        return catalog(img, limits=limits, cache=cache, progress=progress, lockfiles=lockfiles)
 
 
 

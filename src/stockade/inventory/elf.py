@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import struct
 
+from typing import Any
+
 from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from stockade.inventory.base import ParseError
 
 
-def _open(data: bytes, where: str) -> ELFFile:
+def _open(data: bytes, where: str) -> Any:
+    from elftools.elf.elffile import ELFFile  # 30 ms to import: only when a binary needs it
+
     try:
         return ELFFile(io.BytesIO(data))
     except (ELFError, ValueError, OSError) as exc:

@@ -6,27 +6,9 @@ import io
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
-from cyclonedx.model import Property
-from cyclonedx.model.bom import Bom
-from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
-from cyclonedx.output.json import JsonV1Dot6
-from packageurl import PackageURL
-from spdx_tools.spdx.model import (
-    Actor,
-    ActorType,
-    CreationInfo,
-    Document,
-    ExternalPackageRef,
-    ExternalPackageRefCategory,
-    Relationship,
-    RelationshipType,
-    SpdxNoAssertion,
-)
-from spdx_tools.spdx.model import Package as SpdxPackage
-from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
 from stockade import __version__
 from stockade.model import Inventory, Package
@@ -38,7 +20,9 @@ def to_json(inv: Inventory) -> bytes:
     return orjson.dumps(inv.to_dict(), option=orjson.OPT_INDENT_2)
 
 
-def _props(p: Package) -> list[Property]:
+def _props(p: Package) -> list[Any]:
+    from cyclonedx.model import Property
+
     props = [Property(name="stockade:package:ecosystem", value=p.ecosystem)]
     for key, value in (
         ("stockade:package:location", p.location),
@@ -52,8 +36,10 @@ def _props(p: Package) -> list[Property]:
     return props
 
 
-def _cdx_licenses(p: Package) -> list[DisjunctiveLicense | LicenseExpression]:
-    out: list[DisjunctiveLicense | LicenseExpression] = []
+def _cdx_licenses(p: Package) -> list[Any]:
+    from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
+
+    out: list[Any] = []
     for lic in p.licenses:
         if " OR " in lic or " AND " in lic or " WITH " in lic:
             out.append(LicenseExpression(lic))
@@ -64,6 +50,13 @@ def _cdx_licenses(p: Package) -> list[DisjunctiveLicense | LicenseExpression]:
 
 def to_cyclonedx(inv: Inventory) -> bytes:
     """CycloneDX 1.6 JSON: the image as metadata component, the OS and every package as components."""
+    # SBOM libraries are imported only when asked for: together they take a quarter second to load.
+    from cyclonedx.model import Property
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
     bom = Bom()
     image = Component(
         name=(inv.repo_tags[0] if inv.repo_tags else inv.source),
@@ -106,6 +99,20 @@ def _spdx_id(n: int, p: Package) -> str:
 
 def to_spdx(inv: Inventory) -> bytes:
     """SPDX 2.3 JSON: the image package DESCRIBED by the document, CONTAINS every package."""
+    from spdx_tools.spdx.model import (
+        Actor,
+        ActorType,
+        CreationInfo,
+        Document,
+        ExternalPackageRef,
+        ExternalPackageRefCategory,
+        Relationship,
+        RelationshipType,
+        SpdxNoAssertion,
+    )
+    from spdx_tools.spdx.model import Package as SpdxPackage
+    from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
+
     name = inv.repo_tags[0] if inv.repo_tags else inv.source
     doc = Document(
         CreationInfo(

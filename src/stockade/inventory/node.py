@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import orjson
-import yaml
 
 from stockade.inventory.base import Cataloger, ParseError, ParseResult, base, text
 from stockade.model import Package
@@ -111,6 +110,8 @@ class NodeLockCataloger(Cataloger):
         return pkgs
 
     def _pnpm(self, path: str, data: bytes) -> list[Package]:
+        import yaml
+
         try:
             doc = yaml.load(data, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader)
         except yaml.YAMLError as exc:

@@ -36,7 +36,7 @@ class ComposerCataloger(Cataloger):
                 pkgs.append(
                     Package(
                         name=str(p["name"]),
-                        version=str(p["version"]).removeprefix("v"),
+                        version=str(p["version"]),
                         ecosystem="composer",
                         location=path,
                         licenses=[str(x) for x in lic] if isinstance(lic, list) else [str(lic)],
