@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -118,7 +119,7 @@ class RegistryClient:
         ref: Reference,
         credentials: tuple[str, str] | None = None,
         insecure: bool = False,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         timeout: float = 30.0,
     ) -> None:
         self.ref = ref
@@ -234,7 +235,13 @@ def pull(ref_text: str, img: Image, platform: str | None, workdir: Path, limits:
     ref = parse_reference(ref_text)
     insecure = os.environ.get("STOCKADE_INSECURE_REGISTRIES", "")
     plain_http = ref.registry in [r.strip() for r in insecure.split(",") if r.strip()]
-    verify: bool | str = os.environ.get("STOCKADE_CA_BUNDLE") or True
+    ca_bundle = os.environ.get("STOCKADE_CA_BUNDLE")
+    verify: bool | ssl.SSLContext = True
+    if ca_bundle:
+        try:
+            verify = ssl.create_default_context(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise RegistryError(f"STOCKADE_CA_BUNDLE={ca_bundle}: unusable CA bundle ({exc})") from None
     user, pw = os.environ.get("STOCKADE_REGISTRY_USERNAME"), os.environ.get("STOCKADE_REGISTRY_PASSWORD")
     creds = (user, pw or "") if user else docker_credentials(ref.registry)
     client = RegistryClient(ref, creds, insecure=plain_http, verify=verify)

@@ -42,6 +42,15 @@ class Cataloger:
     def parse(self, path: str, data: bytes) -> ParseResult:
         raise NotImplementedError
 
+    def run(self, path: str, data: bytes) -> ParseResult:
+        """``parse``, with a document of the wrong shape (a list where a mapping belongs...) as a ParseError."""
+        try:
+            return self.parse(path, data)
+        except ParseError:
+            raise
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError, RecursionError) as exc:
+            raise ParseError(f"{path}: unexpected content for {self.name} ({type(exc).__name__}: {exc})") from None
+
 
 def text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")

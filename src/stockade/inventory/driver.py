@@ -175,7 +175,7 @@ def analyze_entries(
                 raise LayerError(f"layer {where}: {exc}") from None
         for c in wanted:
             try:
-                parsed = c.parse(entry.path, data)
+                parsed = c.run(entry.path, data)
             except ParseError as exc:
                 result.warnings.append(f"layer {where}: {exc}")
                 continue
