@@ -42,8 +42,16 @@ def trivy_bin() -> str:
 
 # --offline-scan: no Java DB look-ups (no network here); with --format cyclonedx and no vulnerability DB,
 # Trivy lists every package it finds.
-TRIVY_FLAGS = ["--skip-version-check", "--disable-telemetry", "--cache-backend", "memory", "-q",
-               "--format", "cyclonedx", "--offline-scan"]
+TRIVY_FLAGS = [
+    "--skip-version-check",
+    "--disable-telemetry",
+    "--cache-backend",
+    "memory",
+    "-q",
+    "--format",
+    "cyclonedx",
+    "--offline-scan",
+]
 
 
 def trivy_cyclonedx(kind: str, target: Path) -> dict[str, Any]:

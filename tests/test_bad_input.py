@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -18,8 +19,8 @@ from hypothesis import strategies as st
 from stockade.image import LayerError, Limits, iter_tar_entries
 from stockade.image.layer import decompressed
 from stockade.inventory import catalog_image
-from stockade.inventory.dpkg import DpkgCataloger
 from stockade.inventory.base import ParseError
+from stockade.inventory.dpkg import DpkgCataloger
 from stockade.model import StockadeError
 
 
@@ -46,8 +47,14 @@ def _docker_archive(path: Path, layers: list[bytes], gz: bool = False) -> Path:
     import hashlib
 
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                         "history": [{"created_by": f"layer {i}"} for i in range(len(layers))]}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created_by": f"layer {i}"} for i in range(len(layers))],
+        }
+    ).encode()
     names = []
     with tarfile.open(path, "w") as tf:
         for i, layer in enumerate(layers):
@@ -56,9 +63,10 @@ def _docker_archive(path: Path, layers: list[bytes], gz: bool = False) -> Path:
             info.size = len(blob)
             tf.addfile(info, io.BytesIO(blob))
             names.append(info.name)
-        for name, data in (("config.json", config),
-                           ("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["t:1"],
-                                                          "Layers": names}]).encode())):
+        for name, data in (
+            ("config.json", config),
+            ("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["t:1"], "Layers": names}]).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -69,10 +77,14 @@ DPKG = b"Package: evil\nStatus: install ok installed\nVersion: 1.0\nArchitecture
 
 
 def test_path_traversal_is_refused_and_nothing_written(tmp_path: Path) -> None:
-    layer = _tar([("../../../tmp/escape/var/lib/dpkg/status", DPKG, "file"),
-                  ("/etc/os-release", b"ID=debian\nVERSION_ID=12\n", "file"),
-                  ("var/lib/dpkg", None, "dir"),
-                  ("var/lib/dpkg/status", b"../../../../etc/shadow", "symlink")])
+    layer = _tar(
+        [
+            ("../../../tmp/escape/var/lib/dpkg/status", DPKG, "file"),
+            ("/etc/os-release", b"ID=debian\nVERSION_ID=12\n", "file"),
+            ("var/lib/dpkg", None, "dir"),
+            ("var/lib/dpkg/status", b"../../../../etc/shadow", "symlink"),
+        ]
+    )
     img = _docker_archive(tmp_path / "img.tar", [layer])
     before = set(Path("/tmp").iterdir())
     inv = catalog_image(str(img), cache_dir=False)
@@ -131,8 +143,9 @@ def test_malformed_manifest(tmp_path: Path) -> None:
 
 def test_oci_layout_with_bad_digest(tmp_path: Path) -> None:
     (tmp_path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (tmp_path / "index.json").write_text(json.dumps({"manifests": [{"digest": "sha256:../../etc/passwd",
-                                                                    "mediaType": "x"}]}))
+    (tmp_path / "index.json").write_text(
+        json.dumps({"manifests": [{"digest": "sha256:../../etc/passwd", "mediaType": "x"}]})
+    )
     with pytest.raises(StockadeError, match="bad digest"):
         catalog_image(str(tmp_path), cache_dir=False)
 
@@ -140,8 +153,9 @@ def test_oci_layout_with_bad_digest(tmp_path: Path) -> None:
 def test_cli_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
     p = tmp_path / "junk.tar"
     p.write_bytes(os.urandom(4096))
-    proc = subprocess.run([sys.executable, "-m", "stockade.cli.main", "sbom", str(p)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stockade.cli.main", "sbom", str(p)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and str(p) in proc.stderr
 
@@ -175,10 +189,8 @@ def test_mutated_real_tar_never_crashes(pos: int, patch: bytes) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=2000))
 def test_dpkg_parser_never_crashes(text: str) -> None:
-    try:
+    with contextlib.suppress(ParseError):
         DpkgCataloger().parse("var/lib/dpkg/status", text.encode())
-    except ParseError:
-        pass
 
 
 _SAMPLES = {
@@ -204,11 +216,12 @@ _SAMPLES = {
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(sorted(_SAMPLES)), st.integers(min_value=0, max_value=200), st.binary(max_size=12),
-       st.booleans())
+@given(
+    st.sampled_from(sorted(_SAMPLES)), st.integers(min_value=0, max_value=200), st.binary(max_size=12), st.booleans()
+)
 def test_every_cataloger_fails_cleanly(path: str, pos: int, patch: bytes, truncate: bool) -> None:
     from stockade.inventory import ALL_CATALOGERS
-    from stockade.inventory.driver import Dispatcher, LOCKFILE_NAMES
+    from stockade.inventory.driver import LOCKFILE_NAMES, Dispatcher
 
     data = bytearray(_SAMPLES[path])
     p = pos % (len(data) + 1)
@@ -218,8 +231,6 @@ def test_every_cataloger_fails_cleanly(path: str, pos: int, patch: bytes, trunca
     wanted = Dispatcher(ALL_CATALOGERS, lockfiles=True).select(path)
     assert wanted, path
     for c in wanted:
-        try:
+        with contextlib.suppress(ParseError):
             c.run(path, bytes(data))
-        except ParseError:
-            pass
     assert LOCKFILE_NAMES

@@ -22,15 +22,24 @@ def dpkg_query(status: Path, tmp: Path) -> set[tuple[str, str, str]]:
     (admin / "updates").mkdir()
     shutil.copy(status, admin / "status")
     out = subprocess.run(
-        ["dpkg-query", "--admindir", str(admin), "-W", "-f", "${db:Status-Status}\t${Package}\t${Version}\t${source:Package}\n"],
-        capture_output=True, text=True, check=True,
+        [
+            "dpkg-query",
+            "--admindir",
+            str(admin),
+            "-W",
+            "-f",
+            "${db:Status-Status}\t${Package}\t${Version}\t${source:Package}\n",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return {(n, v, s) for st_, n, v, s in (line.split("\t") for line in out.splitlines()) if st_ == "installed"}
 
 
 @pytest.mark.parametrize(
-    "src", ["local-debian12-dpkg-status", "claircore/dpkg-texlive.status", "scalibr/dpkg-valid",
-            "syft/dpkg-status-coverage"]
+    "src",
+    ["local-debian12-dpkg-status", "claircore/dpkg-texlive.status", "scalibr/dpkg-valid", "syft/dpkg-status-coverage"],
 )
 def test_dpkg_matches_dpkg_query(fixtures_dir: Path, src: str, tmp_path: Path) -> None:
     expected = dpkg_query(fixtures_dir / src, tmp_path)
@@ -53,9 +62,14 @@ def _rootfs_with(tmp: Path, files: dict[str, Path | str]) -> Path:
 
 @pytest.mark.parametrize("src", ["trivy/apk-installed", "scalibr/apk-installed", "syft/apk-multiple-2-installed"])
 def test_apk_matches_trivy(fixtures_dir: Path, src: str, tmp_path: Path) -> None:
-    root = _rootfs_with(tmp_path, {"lib/apk/db/installed": fixtures_dir / src,
-                                   "etc/alpine-release": "3.18.4\n",
-                                   "etc/os-release": 'ID=alpine\nVERSION_ID=3.18.4\nPRETTY_NAME="Alpine"\n'})
+    root = _rootfs_with(
+        tmp_path,
+        {
+            "lib/apk/db/installed": fixtures_dir / src,
+            "etc/alpine-release": "3.18.4\n",
+            "etc/os-release": 'ID=alpine\nVERSION_ID=3.18.4\nPRETTY_NAME="Alpine"\n',
+        },
+    )
     expected = {(p["name"], p["version"], p.get("SrcName", "")) for p in trivy_packages("rootfs", root)}
     got = {(p.name, p.version, p.source_name) for p in catalog_image(str(root)).packages}
     assert expected and got == expected
@@ -80,8 +94,11 @@ def _pom_oracle(jar: Path) -> set[tuple[str, str]]:
     def walk(zf: zipfile.ZipFile) -> None:
         for n in zf.namelist():
             if n.endswith("pom.properties") and n.startswith("META-INF/maven/"):
-                kv = dict(line.split("=", 1) for line in zf.read(n).decode().splitlines()
-                          if "=" in line and not line.startswith("#"))
+                kv = dict(
+                    line.split("=", 1)
+                    for line in zf.read(n).decode().splitlines()
+                    if "=" in line and not line.startswith("#")
+                )
                 out.add((f"{kv['groupId'].strip()}:{kv['artifactId'].strip()}", kv["version"].strip()))
             if n.endswith((".jar", ".war")):
                 import io
@@ -93,7 +110,8 @@ def _pom_oracle(jar: Path) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(
-    "name", ["guava-31.1-jre.jar", "trivy-maven.war", "jackson-annotations-2.15.0-rc2.jar", "io.quarkus.gizmo.gizmo-1.1.jar"]
+    "name",
+    ["guava-31.1-jre.jar", "trivy-maven.war", "jackson-annotations-2.15.0-rc2.jar", "io.quarkus.gizmo.gizmo-1.1.jar"],
 )
 def test_jar_matches_its_pom_properties(fixtures_dir: Path, name: str) -> None:
     # Trivy cannot be the oracle here: it refuses to scan jars without downloading its Java DB.

@@ -17,7 +17,7 @@ from stockade.inventory import catalog_image
 from stockade.inventory.formats import to_cyclonedx, to_spdx
 
 sys.path.insert(0, str(ROOT / "tools"))
-from build_image import SITE, build  # noqa: E402
+from build_image import SITE, build
 
 pytestmark = pytest.mark.slow
 
@@ -85,8 +85,11 @@ def test_history_attribution(debian: dict[str, Path]) -> None:
 def test_lockfile_mode_reads_the_npm_lock(debian: dict[str, Path], trivy_debian: list) -> None:
     inv = catalog_image(str(debian["oci"]), lockfiles=True)
     lock = {(p.name, p.version) for p in inv.packages if p.location == "srv/app/package-lock.json"}
-    installed = {(p["name"], p["version"]) for p in trivy_debian
-                 if p["purl"].startswith("pkg:npm/") and p.get("FilePath", "").startswith("srv/app/node_modules/")}
+    installed = {
+        (p["name"], p["version"])
+        for p in trivy_debian
+        if p["purl"].startswith("pkg:npm/") and p.get("FilePath", "").startswith("srv/app/node_modules/")
+    }
     assert lock and lock == installed
 
 
@@ -132,23 +135,41 @@ def test_multi_arch_index_selects_platform(debian: dict[str, Path], tmp_path: Pa
     config["rootfs"]["diff_ids"] = config["rootfs"]["diff_ids"][:1]
     config["history"] = [h for h in config["history"] if not h.get("empty_layer")][:1]
     cfg = json.dumps(config).encode()
-    arm_manifest = dict(manifest, layers=manifest["layers"][:1],
-                        config=dict(manifest["config"], digest=_write_blob(layout, cfg), size=len(cfg)))
+    arm_manifest = dict(
+        manifest,
+        layers=manifest["layers"][:1],
+        config=dict(manifest["config"], digest=_write_blob(layout, cfg), size=len(cfg)),
+    )
     arm = json.dumps(arm_manifest).encode()
     nested = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             dict(amd_desc, annotations=None, platform={"os": "linux", "architecture": "amd64"}),
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _write_blob(layout, arm), "size": len(arm),
-             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": _write_blob(layout, arm),
+                "size": len(arm),
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+            },
         ],
     }
     nested["manifests"][0].pop("annotations")
     idx = json.dumps(nested).encode()
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": _write_blob(layout, idx), "size": len(idx)}
-    ]}))
+    (layout / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": _write_blob(layout, idx),
+                        "size": len(idx),
+                    }
+                ],
+            }
+        )
+    )
     amd = catalog_image(str(layout), platform="linux/amd64")
     arm64 = catalog_image(str(layout), platform="linux/arm64")
     assert amd.architecture == "amd64" and arm64.architecture == "arm64"

@@ -12,8 +12,7 @@ from stockade.image import open_image
 from stockade.inventory import catalog_image
 from stockade.inventory.driver import LayerCache
 
-IMAGES = ["trivy-alpine-39.tar.gz", "trivy-alpine-310.tar.gz", "trivy-alpine-311.tar.gz",
-          "trivy-image3_gz_layers.tar"]
+IMAGES = ["trivy-alpine-39.tar.gz", "trivy-alpine-310.tar.gz", "trivy-alpine-311.tar.gz", "trivy-image3_gz_layers.tar"]
 
 
 @pytest.mark.parametrize("name", IMAGES)

@@ -42,9 +42,28 @@ def _need(*tools: str) -> None:
 
 def _cert(d: Path) -> tuple[Path, Path]:
     key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return key, cert
 
 
@@ -56,7 +75,7 @@ log:
   level: warn
 storage:
   filesystem:
-    rootdirectory: {d / 'data'}
+    rootdirectory: {d / "data"}
 http:
   addr: 127.0.0.1:{port}
   tls:
@@ -66,8 +85,11 @@ auth:
 {auth}
 """
     )
-    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL,
-                            stderr=open(d / "registry.log", "wb"))
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(d / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(d / "registry.log", "wb"),  # noqa: SIM115 - handed to the child process
+    )
     for _ in range(100):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -79,8 +101,12 @@ auth:
 
 
 def _push(src: str, dest: str, creds: str) -> None:
-    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", creds, src, f"docker://{dest}"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", creds, src, f"docker://{dest}"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +144,9 @@ def _expected(alpine_archive: Path) -> set[tuple[str, str]]:
     return {(p.purl, p.layer_digest) for p in catalog_image(str(alpine_archive), cache_dir=False).packages}
 
 
-def test_basic_auth_with_docker_config(basic_registry: tuple[str, Path], alpine_archive: Path, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_basic_auth_with_docker_config(
+    basic_registry: tuple[str, Path], alpine_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host, cert = basic_registry
     monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "docker", host, USER, PASSWORD)))
     monkeypatch.setenv("STOCKADE_CA_BUNDLE", str(cert))
@@ -130,8 +157,9 @@ def test_basic_auth_with_docker_config(basic_registry: tuple[str, Path], alpine_
     assert {(p.purl, p.layer_digest) for p in by_digest.packages} == _expected(alpine_archive)
 
 
-def test_wrong_password_is_a_clear_error(basic_registry: tuple[str, Path], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_password_is_a_clear_error(
+    basic_registry: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host, cert = basic_registry
     monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "docker", host, USER, "wrong")))
     monkeypatch.setenv("STOCKADE_CA_BUNDLE", str(cert))
@@ -139,8 +167,9 @@ def test_wrong_password_is_a_clear_error(basic_registry: tuple[str, Path], tmp_p
         catalog_image(f"{host}/library/alpine:3.11", cache_dir=False)
 
 
-def test_no_credentials_and_unknown_tag(basic_registry: tuple[str, Path], tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_credentials_and_unknown_tag(
+    basic_registry: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host, cert = basic_registry
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty"))
     monkeypatch.setenv("STOCKADE_CA_BUNDLE", str(cert))
@@ -151,8 +180,9 @@ def test_no_credentials_and_unknown_tag(basic_registry: tuple[str, Path], tmp_pa
         catalog_image(f"{host}/library/alpine:nope", cache_dir=False)
 
 
-def test_untrusted_certificate_is_refused(basic_registry: tuple[str, Path], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_untrusted_certificate_is_refused(
+    basic_registry: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host, _ = basic_registry
     monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "docker", host, USER, PASSWORD)))
     monkeypatch.delenv("STOCKADE_CA_BUNDLE", raising=False)
@@ -197,8 +227,16 @@ class _TokenHandler(BaseHTTPRequestHandler):
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.server.cert_der).decode()]}
-        claims = {"iss": "stockade-test-issuer", "sub": USER, "aud": self.server.service, "exp": now + 300,
-                  "nbf": now - 10, "iat": now, "jti": str(now) + self.path, "access": access}
+        claims = {
+            "iss": "stockade-test-issuer",
+            "sub": USER,
+            "aud": self.server.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": str(now) + self.path,
+            "access": access,
+        }
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         key = serialization.load_pem_private_key(self.server.key_pem, password=None)
         sig = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg]
@@ -213,7 +251,9 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def token_registry(tmp_path_factory: pytest.TempPathFactory, alpine_archive: Path) -> Iterator[tuple[str, Path, _TokenServer]]:
+def token_registry(
+    tmp_path_factory: pytest.TempPathFactory, alpine_archive: Path
+) -> Iterator[tuple[str, Path, _TokenServer]]:
     _need("docker-registry", "skopeo", "openssl")
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -228,11 +268,15 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory, alpine_archive: Pat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     realm = f"http://127.0.0.1:{server.server_address[1]}/token"
     port = _free_port()
-    proc = _start_registry(d, port, f"""  token:
+    proc = _start_registry(
+        d,
+        port,
+        f"""  token:
     realm: {realm}
     service: {server.service}
     issuer: stockade-test-issuer
-    rootcertbundle: {cert}""")
+    rootcertbundle: {cert}""",
+    )
     host = f"127.0.0.1:{port}"
     try:
         _push(f"docker-archive:{alpine_archive}", f"{host}/team/alpine:3.11", f"{USER}:{PASSWORD}")
@@ -243,8 +287,12 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory, alpine_archive: Pat
         server.shutdown()
 
 
-def test_bearer_token_flow(token_registry: tuple[str, Path, _TokenServer], alpine_archive: Path, tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bearer_token_flow(
+    token_registry: tuple[str, Path, _TokenServer],
+    alpine_archive: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     host, cert, server = token_registry
     monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "docker", host, USER, PASSWORD)))
     monkeypatch.setenv("STOCKADE_CA_BUNDLE", str(cert))
@@ -254,8 +302,9 @@ def test_bearer_token_flow(token_registry: tuple[str, Path, _TokenServer], alpin
     assert server.issued == ["repository:team/alpine:pull"]  # one token, read-only scope, reused
 
 
-def test_bearer_token_refused(token_registry: tuple[str, Path, _TokenServer], tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bearer_token_refused(
+    token_registry: tuple[str, Path, _TokenServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host, cert, _ = token_registry
     monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "docker", host, USER, "bad")))
     monkeypatch.setenv("STOCKADE_CA_BUNDLE", str(cert))
@@ -278,8 +327,9 @@ def test_parse_reference(ref: str, expected: tuple[str, str, str | None, str | N
 
 
 def test_docker_config_variants(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {
-        "auth": base64.b64encode(b"u:p:with:colons").decode()}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"u:p:with:colons").decode()}}})
+    )
     assert docker_credentials("registry-1.docker.io", tmp_path / "config.json") == ("u", "p:with:colons")
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(RegistryError, match="unreadable docker config"):

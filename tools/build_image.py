@@ -22,8 +22,15 @@ import sys
 import tarfile
 from pathlib import Path
 
-PIP_PACKAGES = ["requests==2.31.0", "urllib3==1.26.5", "idna==3.4", "certifi==2023.7.22",
-                "charset-normalizer==3.3.0", "six==1.16.0", "PyYAML==5.3.1"]
+PIP_PACKAGES = [
+    "requests==2.31.0",
+    "urllib3==1.26.5",
+    "idna==3.4",
+    "certifi==2023.7.22",
+    "charset-normalizer==3.3.0",
+    "six==1.16.0",
+    "PyYAML==5.3.1",
+]
 NPM_PACKAGES = ["express@4.17.1", "lodash@4.17.20", "minimist@1.2.5"]
 SITE = "usr/local/lib/python3.11/dist-packages"
 TAG = "stockade-test"
@@ -52,8 +59,11 @@ def _tar_dir(src: Path, dest: Path) -> None:
 
 def _whiteout_layer(dest: Path) -> None:
     with tarfile.open(dest, "w") as tf:
-        for name in (f"{SITE}/.wh.six-1.16.0.dist-info", f"{SITE}/.wh.six.py",
-                     f"{SITE}/idna-3.4.dist-info/.wh..wh..opq"):
+        for name in (
+            f"{SITE}/.wh.six-1.16.0.dist-info",
+            f"{SITE}/.wh.six.py",
+            f"{SITE}/idna-3.4.dist-info/.wh..wh..opq",
+        ):
             info = tarfile.TarInfo(name)
             info.size = 0
             tf.addfile(info, io.BytesIO(b""))
@@ -76,13 +86,33 @@ def build(work: Path) -> dict[str, Path]:
         run("mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,openssl", "bookworm", str(base) + ".part")
         os.replace(str(base) + ".part", base)
     pip_root = layers / "pip"
-    run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--disable-pip-version-check",
-        "--target", str(pip_root / SITE), *PIP_PACKAGES)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--target",
+        str(pip_root / SITE),
+        *PIP_PACKAGES,
+    )
     shutil.rmtree(pip_root / SITE / "bin", ignore_errors=True)
     _tar_dir(pip_root, layers / "pip.tar")
     npm_root = layers / "npm"
     (npm_root / "srv" / "app").mkdir(parents=True)
-    run("npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(npm_root / "srv" / "app"), *NPM_PACKAGES)
+    run(
+        "npm",
+        "install",
+        "--silent",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        str(npm_root / "srv" / "app"),
+        *NPM_PACKAGES,
+    )
     _tar_dir(npm_root, layers / "npm.tar")
     _whiteout_layer(layers / "wh.tar")
 
@@ -96,8 +126,18 @@ def build(work: Path) -> dict[str, Path]:
         (layers / "wh.tar", "rm -rf six idna metadata"),
     ):
         run("umoci", "raw", "add-layer", "--image", f"{oci}:{TAG}", "--history.created_by", created_by, str(tar))
-    run("umoci", "config", "--image", f"{oci}:{TAG}", "--config.cmd", "python3", "--architecture", "amd64",
-        "--os", "linux")
+    run(
+        "umoci",
+        "config",
+        "--image",
+        f"{oci}:{TAG}",
+        "--config.cmd",
+        "python3",
+        "--architecture",
+        "amd64",
+        "--os",
+        "linux",
+    )
     for p in (out["docker"], out["zstd"]):
         if p.is_dir():
             shutil.rmtree(p)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
 
 from stockade import __version__
 from stockade.image import Limits
@@ -22,12 +19,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
+
+
+def _err(message: str) -> None:
+    """One line on stderr; rich is imported only when there is something to say (it costs 40 ms)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(message)
+
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
 
-class SbomFormat(str, Enum):
+class SbomFormat(StrEnum):
     table = "table"
     json = "json"
     cyclonedx = "cyclonedx"
@@ -41,6 +45,9 @@ def version() -> None:
 
 
 def _print_table(inv: Inventory) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     out = Console()
     os_line = f"{inv.os.family} {inv.os.name}" if inv.os else "unknown (scratch or unrecognised)"
     out.print(f"[bold]{inv.source}[/]  os: {os_line}  layers: {len(inv.layers)}  packages: {len(inv.packages)}")
@@ -55,7 +62,9 @@ def _print_table(inv: Inventory) -> None:
 
 @app.command()
 def sbom(
-    image: Annotated[str, typer.Argument(help="docker-archive tar, OCI layout (dir or tar), rootfs dir, or registry ref")],
+    image: Annotated[
+        str, typer.Argument(help="docker-archive tar, OCI layout (dir or tar), rootfs dir, or registry ref")
+    ],
     fmt: Annotated[SbomFormat, typer.Option("--format", "-f", help="Output format")] = SbomFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
     platform: Annotated[str | None, typer.Option(help="os/arch[/variant] for multi-arch images")] = None,
@@ -73,24 +82,34 @@ def sbom(
     show_progress = not quiet and sys.stderr.isatty()
     try:
         if show_progress:
-            with Progress(TextColumn("layers"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          console=err, transient=True) as bar:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            with Progress(
+                TextColumn("layers"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                console=Console(stderr=True),
+                transient=True,
+            ) as bar:
                 task = bar.add_task("layers", total=None)
 
                 def step(done: int, total: int, _digest: str) -> None:
                     bar.update(task, completed=done, total=total)
 
-                inv = catalog_image(image, platform, limits, False if no_cache else (cache_dir or True), step,
-                                        lockfiles)
+                inv = catalog_image(
+                    image, platform, limits, False if no_cache else (cache_dir or True), step, lockfiles
+                )
         else:
-            inv = catalog_image(image, platform, limits, False if no_cache else (cache_dir or True),
-                                lockfiles=lockfiles)
+            inv = catalog_image(
+                image, platform, limits, False if no_cache else (cache_dir or True), lockfiles=lockfiles
+            )
     except StockadeError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        _err(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_INPUT) from None
     if not quiet:
         for w in inv.warnings:
-            err.print(f"[yellow]warning:[/] {w}", highlight=False)
+            _err(f"[yellow]warning:[/] {w}")
     if fmt is SbomFormat.table and output is None:
         _print_table(inv)
         return
@@ -106,7 +125,7 @@ def sbom(
         try:
             output.write_bytes(data)
         except OSError as exc:
-            err.print(f"[red]error:[/] cannot write {output}: {exc.strerror}")
+            _err(f"[red]error:[/] cannot write {output}: {exc.strerror}")
             raise typer.Exit(EXIT_INPUT) from None
 
 

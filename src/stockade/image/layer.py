@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import posixpath
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 
@@ -17,6 +16,18 @@ from stockade.model import StockadeError
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def gzip_reader(fileobj: BinaryIO) -> BinaryIO:
+    """A gzip stream reader: ISA-L's igzip inflates 2-3x faster than zlib, the largest cost of gzip layers."""
+    try:
+        from isal.igzip import IGzipFile
+    except ImportError:  # pragma: no cover - platforms without an isal wheel
+        import gzip
+
+        return cast(BinaryIO, gzip.GzipFile(fileobj=fileobj, mode="rb"))
+    return cast(BinaryIO, IGzipFile(fileobj=fileobj, mode="rb"))  # type: ignore[no-untyped-call]
+
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -91,17 +102,11 @@ class _CountingReader(io.RawIOBase):
         self.count += n
         if self.count > self._limits.max_layer_bytes:
             raise LayerError(
-                f"layer {self._name}: more than {self._limits.max_layer_bytes} bytes uncompressed"
-                " (decompression bomb?)"
+                f"layer {self._name}: more than {self._limits.max_layer_bytes} bytes uncompressed (decompression bomb?)"
             )
-        if (
-            self.count > 1024**3
-            and self._raw.count > 0
-            and self.count > self._raw.count * self._limits.max_ratio
-        ):
+        if self.count > 1024**3 and self._raw.count > 0 and self.count > self._raw.count * self._limits.max_ratio:
             raise LayerError(
-                f"layer {self._name}: compression ratio over {self._limits.max_ratio}:1"
-                " (decompression bomb?)"
+                f"layer {self._name}: compression ratio over {self._limits.max_ratio}:1 (decompression bomb?)"
             )
         return n
 
@@ -131,17 +136,17 @@ def decompressed(blob: BinaryIO, name: str, limits: Limits) -> BinaryIO:
     head = buffered.peek(4)[:4]
     inner: BinaryIO
     if head.startswith(GZIP_MAGIC):
-        inner = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        inner = gzip_reader(buffered)
     elif head.startswith(ZSTD_MAGIC):
-        inner = zstandard.ZstdDecompressor().stream_reader(buffered, read_size=1 << 20)  # type: ignore[assignment]
+        inner = zstandard.ZstdDecompressor().stream_reader(buffered, read_size=1 << 20)
     else:
         # Uncompressed: the blob is its own size bound, and a seekable blob lets the tar reader skip content.
         with contextlib.suppress(AttributeError, OSError, ValueError):
             if blob.seekable():
                 blob.seek(0)
                 return blob
-        return buffered  # type: ignore[return-value]
-    return io.BufferedReader(_CountingReader(inner, raw, name, limits), 1 << 20)  # type: ignore[return-value]
+        return buffered
+    return io.BufferedReader(_CountingReader(inner, raw, name, limits), 1 << 20)
 
 
 def normalise(name: str) -> str | None:
@@ -237,9 +242,7 @@ class _Stream:
             n -= len(chunk)
 
 
-def iter_tar_entries(
-    stream: BinaryIO, name: str, limits: Limits, warnings: list[str]
-) -> Iterator[Entry]:
+def iter_tar_entries(stream: BinaryIO, name: str, limits: Limits, warnings: list[str]) -> Iterator[Entry]:
     """Yield the entries of an uncompressed tar stream in order, one pass, nothing written.
 
     Written by hand rather than with ``tarfile``: its pure-Python header parsing costs about
@@ -287,8 +290,8 @@ def iter_tar_entries(
                 prefix = hdr[345:500].split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
                 raw_name = f"{prefix}/{raw_name}"
             member = pax.get("path") or long_name or raw_name
-            linkname = pax.get("linkpath") or long_link or hdr[157:257].split(b"\x00", 1)[0].decode(
-                "utf-8", "surrogateescape"
+            linkname = (
+                pax.get("linkpath") or long_link or hdr[157:257].split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
             )
             if "size" in pax:
                 try:
@@ -308,13 +311,13 @@ def iter_tar_entries(
             if typeflag in _REGULAR:
                 consumed = 0
 
-                def reader(n: int) -> bytes:
+                def reader(n: int, _size: int = size, _member: str = member) -> bytes:
                     nonlocal consumed
-                    n = min(n, size - consumed)
+                    n = min(n, _size - consumed)
                     data = s.read(n)
                     consumed += len(data)
                     if len(data) < n:
-                        raise LayerError(f"layer {name}: {member!r} is truncated")
+                        raise LayerError(f"layer {name}: {_member!r} is truncated")
                     return data
 
                 entry = Entry(path, mode | 0o100000, size, "file", linkname, reader)

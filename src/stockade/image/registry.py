@@ -51,7 +51,9 @@ class Reference:
         return f"{self.registry}/{self.repository}{sep}{self.ref}"
 
 
-_REF = re.compile(r"^(?P<name>[a-z0-9._/:-]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[a-f0-9]{32,}))?$")
+_REF = re.compile(
+    r"^(?P<name>[a-z0-9._/:-]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[a-f0-9]{32,}))?$"
+)
 
 
 def parse_reference(ref: str) -> Reference:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import os
-import platform as _platform
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 import zstandard
 
-from stockade.image.layer import GZIP_MAGIC, ZSTD_MAGIC, Entry, LayerError, Limits, normalise
+from stockade.image.layer import GZIP_MAGIC, ZSTD_MAGIC, Entry, LayerError, Limits, gzip_reader, normalise
 from stockade.model import LayerInfo, StockadeError
 
 INDEX_TYPES = {
@@ -66,6 +64,8 @@ class Image:
 
 
 def default_platform() -> str:
+    import platform as _platform
+
     machine = _platform.machine().lower()
     arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm"}.get(machine, machine)
     return f"linux/{arch}"
@@ -99,8 +99,15 @@ def select_manifest(index: dict[str, Any], platform: str | None, what: str) -> d
         if platform is None and len(manifests) == 1:
             return dict(manifests[0])
         have = sorted(
-            "/".join(x for x in (d.get("platform", {}).get("os"), d.get("platform", {}).get("architecture"),
-                                 d.get("platform", {}).get("variant")) if x)
+            "/".join(
+                x
+                for x in (
+                    d.get("platform", {}).get("os"),
+                    d.get("platform", {}).get("architecture"),
+                    d.get("platform", {}).get("variant"),
+                )
+                if x
+            )
             for d in manifests
         )
         raise ImageError(f"{what}: no manifest for platform {'/'.join(want)} (has: {', '.join(have)})")
@@ -113,6 +120,10 @@ def history_for_layers(config: dict[str, Any], n: int) -> list[str]:
     return (out + [""] * n)[:n]
 
 
+def _bind(opener: Callable[[str], BinaryIO], digest: str) -> Callable[[], BinaryIO]:
+    return lambda: opener(digest)
+
+
 def _layers_from(
     config: dict[str, Any], descs: list[tuple[str, str, int]], opener: Callable[[str], BinaryIO], what: str
 ) -> list[Layer]:
@@ -123,7 +134,7 @@ def _layers_from(
     layers = []
     for i, ((digest, media_type, size), diff_id) in enumerate(zip(descs, diff_ids, strict=True)):
         info = LayerInfo(i, digest or diff_id, diff_id, media_type, size, created[i])
-        layers.append(Layer(info, lambda d=digest: opener(d)))
+        layers.append(Layer(info, _bind(opener, digest)))
     return layers
 
 
@@ -160,7 +171,8 @@ def _open_oci(blobs: _Blobs, img: Image, platform: str | None, tag: str | None) 
     manifests = index.get("manifests") or []
     if tag:
         manifests = [
-            m for m in manifests
+            m
+            for m in manifests
             if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") in (tag, tag.split(":")[-1])
         ]
         if not manifests:
@@ -252,7 +264,7 @@ def _tar_open(tf: tarfile.TarFile, name: str, what: str) -> BinaryIO:
     f = tf.extractfile(member) if member is not None else None
     if f is None:
         raise ImageError(f"{what}: layer {name!r} is missing")
-    return f
+    return cast(BinaryIO, f)
 
 
 # --- entry point ----------------------------------------------------------------------------------------
@@ -268,11 +280,9 @@ def _decompress_to(src: Path, dst: Path, limits: Limits) -> None:
     with src.open("rb") as raw:
         head = raw.read(4)
         raw.seek(0)
-        stream: BinaryIO
-        if head.startswith(GZIP_MAGIC):
-            stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
-        else:
-            stream = zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[assignment]
+        stream: BinaryIO = (
+            gzip_reader(raw) if head.startswith(GZIP_MAGIC) else zstandard.ZstdDecompressor().stream_reader(raw)
+        )
         total = 0
         try:
             with dst.open("wb") as out:
@@ -316,7 +326,7 @@ def open_image(ref: str, platform: str | None = None, limits: Limits | None = No
         if p.is_file():
             _open_archive(p, img, platform, tag or None, limits)
             return img
-        if os.sep in ref and not _looks_like_registry(ref) or ref.startswith((".", "/")):
+        if (os.sep in ref and not _looks_like_registry(ref)) or ref.startswith((".", "/")):
             raise ImageError(f"{ref}: no such file or directory")
         from stockade.image.registry import pull
 
@@ -341,7 +351,7 @@ def _open_archive(p: Path, img: Image, platform: str | None, tag: str | None, li
         tar_path = _private_dir(img) / "image.tar"
         _decompress_to(p, tar_path, limits)
     try:
-        tf = tarfile.open(tar_path, mode="r:")
+        tf = tarfile.open(tar_path, mode="r:")  # noqa: SIM115 - open for the image's lifetime, closed in cleanup
     except (tarfile.TarError, OSError) as exc:
         raise ImageError(f"{p}: not a readable tar archive ({exc})") from None
     img._cleanup.append(tf.close)
@@ -350,8 +360,9 @@ def _open_archive(p: Path, img: Image, platform: str | None, tag: str | None, li
         if _tar_member(tf, "manifest.json") is not None:
             _open_docker_archive(tf, img, what, tag)
         elif _tar_member(tf, "index.json") is not None:
-            _open_oci(_Blobs(lambda n: _tar_read(tf, n, what), lambda n: _tar_open(tf, n, what), what),
-                      img, platform, tag)
+            _open_oci(
+                _Blobs(lambda n: _tar_read(tf, n, what), lambda n: _tar_open(tf, n, what), what), img, platform, tag
+            )
         else:
             raise ImageError(f"{p}: neither a docker-archive (manifest.json) nor an OCI layout (index.json)")
     except (tarfile.TarError, EOFError) as exc:
@@ -394,7 +405,6 @@ def iter_rootfs(root: Path, warnings: list[str]) -> Iterator[Entry]:
                 stack.append(Path(e.path))
                 yield Entry(rel, st.st_mode, 0, "dir", "", None)
             elif e.is_file(follow_symlinks=False):
-
                 yield Entry(rel, st.st_mode, st.st_size, "file", "", _FileReader(e.path))
 
 

@@ -61,9 +61,18 @@ _MIN_BINARY = 1024
 # installed, so like Trivy stockade reads them only when asked (--lockfiles) or for source dirs.
 LOCKFILE_NAMES = frozenset(
     {
-        "requirements.txt", "poetry.lock", "Pipfile.lock", "uv.lock",
-        "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
-        "go.mod", "Gemfile.lock", "gems.locked", "composer.lock",
+        "requirements.txt",
+        "poetry.lock",
+        "Pipfile.lock",
+        "uv.lock",
+        "package-lock.json",
+        "npm-shrinkwrap.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "go.mod",
+        "Gemfile.lock",
+        "gems.locked",
+        "composer.lock",
     }
 )
 
@@ -147,9 +156,7 @@ class LayerResult:
         return cls(files, doc["whiteouts"], doc["opaques"], doc["warnings"])
 
 
-def analyze_entries(
-    entries: Iterator[Entry], dispatcher: Dispatcher, limits: Limits, where: str
-) -> LayerResult:
+def analyze_entries(entries: Iterator[Entry], dispatcher: Dispatcher, limits: Limits, where: str) -> LayerResult:
     """Run the catalogers over one layer's entries, reading only the files they asked for."""
     result = LayerResult()
     for entry in entries:
@@ -180,9 +187,7 @@ def analyze_entries(
                 result.warnings.append(f"layer {where}: {exc}")
                 continue
             if parsed.packages or parsed.text is not None:
-                result.files.setdefault(entry.path, []).append(
-                    FileResult(c.name, parsed.packages, parsed.text)
-                )
+                result.files.setdefault(entry.path, []).append(FileResult(c.name, parsed.packages, parsed.text))
     return result
 
 
@@ -325,7 +330,7 @@ def catalog_image(
     ref: str,
     platform: str | None = None,
     limits: Limits | None = None,
-    cache_dir: Path | None | bool = True,
+    cache_dir: Path | bool | None = True,
     progress: Callable[[int, int, str], None] | None = None,
     lockfiles: bool = False,
 ) -> Inventory:
@@ -334,7 +339,6 @@ def catalog_image(
     cache = LayerCache(root, Dispatcher(ALL_CATALOGERS, lockfiles).signature) if root else None
     with _open_image(ref, platform=platform, limits=limits) as img:
         return catalog(img, limits=limits, cache=cache, progress=progress, lockfiles=lockfiles)
-
 
 
 __all__ = ["ALL_CATALOGERS", "LayerCache", "catalog", "catalog_image"]

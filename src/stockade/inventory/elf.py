@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-
 from typing import Any
 
 from elftools.common.exceptions import ELFError
@@ -56,7 +55,7 @@ def vaddr_reader(data: bytes, where: str) -> VAddr:
 
 
 def _macho_segments(data: bytes) -> list[tuple[int, int, int]]:
-    ncmds, = struct.unpack_from("<I", data, 16)
+    (ncmds,) = struct.unpack_from("<I", data, 16)
     pos, segs = 32, []
     for _ in range(min(ncmds, 4096)):
         cmd, size = struct.unpack_from("<II", data, pos)
@@ -70,14 +69,16 @@ def _macho_segments(data: bytes) -> list[tuple[int, int, int]]:
 
 
 def _pe_segments(data: bytes) -> list[tuple[int, int, int]]:
-    pe, = struct.unpack_from("<I", data, 0x3C)
+    (pe,) = struct.unpack_from("<I", data, 0x3C)
     if data[pe : pe + 4] != b"PE\x00\x00":
         raise ParseError("not a PE file")
-    nsec, = struct.unpack_from("<H", data, pe + 6)
-    opt_size, = struct.unpack_from("<H", data, pe + 20)
+    (nsec,) = struct.unpack_from("<H", data, pe + 6)
+    (opt_size,) = struct.unpack_from("<H", data, pe + 20)
     opt = pe + 24
-    magic, = struct.unpack_from("<H", data, opt)
-    base = struct.unpack_from("<Q", data, opt + 24)[0] if magic == 0x20B else struct.unpack_from("<I", data, opt + 28)[0]
+    (magic,) = struct.unpack_from("<H", data, opt)
+    base = (
+        struct.unpack_from("<Q", data, opt + 24)[0] if magic == 0x20B else struct.unpack_from("<I", data, opt + 28)[0]
+    )
     segs = []
     for i in range(min(nsec, 256)):
         sec = opt + opt_size + i * 40

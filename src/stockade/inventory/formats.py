@@ -67,8 +67,12 @@ def to_cyclonedx(inv: Inventory) -> bytes:
     bom.metadata.component = image
     os_comp = None
     if inv.os:
-        os_comp = Component(name=inv.os.family, version=inv.os.name, type=ComponentType.OPERATING_SYSTEM,
-                            bom_ref=f"os:{inv.os.family}:{inv.os.name}")
+        os_comp = Component(
+            name=inv.os.family,
+            version=inv.os.name,
+            type=ComponentType.OPERATING_SYSTEM,
+            bom_ref=f"os:{inv.os.family}:{inv.os.name}",
+        )
         bom.components.add(os_comp)
         bom.register_dependency(image, [os_comp])
     seen: set[str] = set()
@@ -99,18 +103,12 @@ def _spdx_id(n: int, p: Package) -> str:
 
 def to_spdx(inv: Inventory) -> bytes:
     """SPDX 2.3 JSON: the image package DESCRIBED by the document, CONTAINS every package."""
-    from spdx_tools.spdx.model import (
-        Actor,
-        ActorType,
-        CreationInfo,
-        Document,
-        ExternalPackageRef,
-        ExternalPackageRefCategory,
-        Relationship,
-        RelationshipType,
-        SpdxNoAssertion,
-    )
-    from spdx_tools.spdx.model import Package as SpdxPackage
+    from spdx_tools.spdx.model.actor import Actor, ActorType
+    from spdx_tools.spdx.model.document import CreationInfo, Document
+    from spdx_tools.spdx.model.package import ExternalPackageRef, ExternalPackageRefCategory
+    from spdx_tools.spdx.model.package import Package as SpdxPackage
+    from spdx_tools.spdx.model.relationship import Relationship, RelationshipType
+    from spdx_tools.spdx.model.spdx_no_assertion import SpdxNoAssertion
     from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
     name = inv.repo_tags[0] if inv.repo_tags else inv.source

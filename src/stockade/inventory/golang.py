@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from typing import Literal
 
 from stockade.inventory.base import Cataloger, ParseError, ParseResult, text
 from stockade.inventory.elf import vaddr_reader
@@ -48,7 +49,7 @@ def read_buildinfo(data: bytes, where: str) -> tuple[str, str] | None:
     else:  # older: pointers to Go string headers in the data segment
         if ptr_size not in (4, 8):
             raise ParseError(f"{where}: bad pointer size {ptr_size} in Go build info")
-        order = "big" if flags & 1 else "little"
+        order: Literal["big", "little"] = "big" if flags & 1 else "little"
         mem = vaddr_reader(data, where)
 
         def gostring(ptr_addr: int) -> str:

@@ -90,12 +90,18 @@ def detect_os(files: dict[str, str], distroless: bool = False) -> OSInfo | None:
         if m:
             product = m.group(1).lower()
             fam = (
-                "centos" if "centos" in product
-                else "rocky" if "rocky" in product
-                else "alma" if "alma" in product
-                else "amazon" if "amazon" in product
-                else "oracle" if "oracle" in product
-                else "fedora" if "fedora" in product
+                "centos"
+                if "centos" in product
+                else "rocky"
+                if "rocky" in product
+                else "alma"
+                if "alma" in product
+                else "amazon"
+                if "amazon" in product
+                else "oracle"
+                if "oracle" in product
+                else "fedora"
+                if "fedora" in product
                 else "redhat"
             )
             return OSInfo(fam, m.group(2), rel.strip(), distroless=distroless)

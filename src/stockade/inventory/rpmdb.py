@@ -48,8 +48,17 @@ def parse_header(blob: bytes, where: str) -> RpmHeader:
     values: dict[int, str | int] = {}
     for i in range(il):
         tag, typ, off, count = struct.unpack_from(">iIiI", blob, 8 + i * 16)
-        if tag not in (TAG_NAME, TAG_VERSION, TAG_RELEASE, TAG_EPOCH, TAG_ARCH, TAG_LICENSE,
-                       TAG_SOURCERPM, TAG_VENDOR, TAG_MODULARITYLABEL):
+        if tag not in (
+            TAG_NAME,
+            TAG_VERSION,
+            TAG_RELEASE,
+            TAG_EPOCH,
+            TAG_ARCH,
+            TAG_LICENSE,
+            TAG_SOURCERPM,
+            TAG_VENDOR,
+            TAG_MODULARITYLABEL,
+        ):
             continue
         if off < 0 or off >= dl:
             raise ParseError(f"{where}: rpm tag {tag} points outside the header")
@@ -121,8 +130,8 @@ def bdb_blobs(data: bytes, where: str) -> Iterator[bytes]:
             break
     else:
         raise ParseError(f"{where}: not a Berkeley DB hash database")
-    page_size, = struct.unpack_from(endian + "I", data, 20)
-    last_pgno, = struct.unpack_from(endian + "I", data, 32)
+    (page_size,) = struct.unpack_from(endian + "I", data, 20)
+    (last_pgno,) = struct.unpack_from(endian + "I", data, 32)
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         raise ParseError(f"{where}: bad Berkeley DB page size {page_size}")
     npages = len(data) // page_size
@@ -133,11 +142,11 @@ def bdb_blobs(data: bytes, where: str) -> Iterator[bytes]:
         ptype = page[25]
         if ptype not in (_P_HASH_UNSORTED, _P_HASH):
             continue
-        entries, = struct.unpack_from(endian + "H", page, 20)
+        (entries,) = struct.unpack_from(endian + "H", page, 20)
         if _PAGE_HEADER + entries * 2 > page_size:
             raise ParseError(f"{where}: page {pgno} has too many entries")
         for i in range(1, entries, 2):  # key/value pairs: the value is the odd item
-            item, = struct.unpack_from(endian + "H", page, _PAGE_HEADER + i * 2)
+            (item,) = struct.unpack_from(endian + "H", page, _PAGE_HEADER + i * 2)
             if item + 12 > page_size or page[item] != _H_OFFPAGE:
                 continue
             first, total = struct.unpack_from(endian + "II", page, item + 4)
@@ -156,8 +165,8 @@ def _bdb_overflow(data: bytes, pgno: int, total: int, page_size: int, endian: st
         off = pgno * page_size
         if data[off + 25] != _P_OVERFLOW:
             raise ParseError(f"{where}: page {pgno} is not an overflow page")
-        used, = struct.unpack_from(endian + "H", data, off + 22)
-        nxt, = struct.unpack_from(endian + "I", data, off + 16)
+        (used,) = struct.unpack_from(endian + "H", data, off + 22)
+        (nxt,) = struct.unpack_from(endian + "I", data, off + 16)
         out += data[off + _PAGE_HEADER : off + _PAGE_HEADER + used]
         pgno = nxt
     return bytes(out[:total])

@@ -30,8 +30,7 @@ class GemspecCataloger(Cataloger):
         m = _LICENSES.search(src)
         if m:
             lic = re.findall(r"""["']([^"']+)["']""", m.group(1))
-        return ParseResult([Package(name=n.group(1), version=v.group(1), ecosystem="gem", location=path,
-                                    licenses=lic)])
+        return ParseResult([Package(name=n.group(1), version=v.group(1), ecosystem="gem", location=path, licenses=lic)])
 
 
 class GemfileLockCataloger(Cataloger):
