@@ -71,5 +71,17 @@ def trivy_packages(kind: str, target: Path) -> list[dict[str, Any]]:
         if c.get("type") != "library":
             continue
         props = {p["name"].rsplit(":", 1)[-1]: p["value"] for p in c.get("properties", [])}
-        out.append({"name": c["name"], "version": c.get("version", ""), "purl": c.get("purl", ""), **props})
+        licenses = [
+            lic.get("expression") or lic.get("license", {}).get("id") or lic.get("license", {}).get("name")
+            for lic in c.get("licenses", [])
+        ]
+        out.append(
+            {
+                "name": c["name"],
+                "version": c.get("version", ""),
+                "purl": c.get("purl", ""),
+                "licenses": licenses,
+                **props,
+            }
+        )
     return out

@@ -128,3 +128,33 @@ def test_nested_log4j_is_found(fixtures_dir: Path) -> None:
     names = {p.name: p for p in pkgs}
     assert "com.fasterxml.jackson.core:jackson-databind" in names
     assert "!" in names["com.fasterxml.jackson.core:jackson-databind"].location
+
+
+@pytest.mark.parametrize(
+    "debian, spdx",
+    [  # DEP-5 short names (Debian policy, copyright-format 1.0) and their SPDX identifiers
+        ("GPL-2+", "GPL-2.0-or-later"),
+        ("GPL-2", "GPL-2.0-only"),
+        ("LGPL-2.1+", "LGPL-2.1-or-later"),
+        ("AGPL-3", "AGPL-3.0-only"),
+        ("GFDL-NIV-1.3", "GFDL-1.3-no-invariants-only"),
+        ("GFDL-1.3+", "GFDL-1.3-or-later"),
+        ("BSD-3-clause", "BSD-3-Clause"),
+        ("BSD-4-clause-UC", "BSD-4-Clause-UC"),
+        ("Expat", "MIT"),
+        ("GPL-3+ with Bison exception", "GPL-3.0-or-later WITH Bison-exception"),
+        ("GPL", "GPL"),  # no version given: kept as written, not guessed
+    ],
+)
+def test_dep5_names_to_spdx(debian: str, spdx: str) -> None:
+    from stockade.inventory.licenses import normalize
+
+    assert normalize(debian) == spdx
+
+
+def test_free_text_license_line_is_kept_whole() -> None:
+    from stockade.inventory.licenses import split_expression
+
+    assert split_expression("BSD-4-clause-UC and MIT-like") == ["BSD-4-Clause-UC", "MIT"]
+    line = "Permission is hereby granted, free of charge, to any person obtaining"
+    assert split_expression(line) == [line]

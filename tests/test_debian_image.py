@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,48 @@ def test_multi_arch_index_selects_platform(debian: dict[str, Path], tmp_path: Pa
     assert {p.ecosystem for p in amd.packages} == {"deb", "pypi", "npm"}
     with pytest.raises(ImageError, match=r"no manifest for platform linux/s390x \(has: linux/amd64, linux/arm64/v8\)"):
         catalog_image(str(layout), platform="linux/s390x")
+
+
+_CLEAN = re.compile(
+    r"^((A|L)?GPL-\d(\.\d)?\+?|BSD-[234]-clause|Expat|MIT|ISC|Zlib|public-domain|permissive|Apache-2\.0|GFDL-NIV-1\.3\+?)$",
+    re.IGNORECASE,
+)
+
+
+def _raw_license_values(rootfs_tar: Path) -> dict[str, list[str]]:
+    """The 'License:' values of every copyright file, read straight from the base layer (the test's own reading)."""
+    out: dict[str, list[str]] = {}
+    with tarfile.open(rootfs_tar) as tf:
+        for m in tf:
+            parts = m.name.lstrip("./").split("/")
+            if m.isreg() and len(parts) == 5 and parts[:3] == ["usr", "share", "doc"] and parts[4] == "copyright":
+                text = tf.extractfile(m).read().decode("utf-8", "replace")  # type: ignore[union-attr]
+                vals = re.findall(r"^License:[ \t]*(\S.*)$", text, re.MULTILINE)
+                vals += re.findall(r"/usr/share/common-licenses/([A-Za-z0-9.+-]*[A-Za-z0-9+])", text)
+                out[parts[3]] = vals
+    return out
+
+
+def test_debian_licences_match_trivy_where_the_copyright_file_is_plain(
+    debian: dict[str, Path], trivy_debian: list
+) -> None:
+    """Where a copyright file names only versioned/standard licences, stockade and Trivy agree exactly.
+
+    Elsewhere they differ on purpose (docs/inventory.md): Trivy guesses a version for a bare "GPL".
+    """
+    raw = _raw_license_values(ROOT / ".cache" / "images" / "rootfs.tar")
+    trivy = {}
+    for p in trivy_debian:
+        if p["purl"].startswith("pkg:deb/"):
+            trivy[p["name"]] = p
+    inv = catalog_image(str(debian["docker"]))
+    checked = 0
+    for p in inv.packages:
+        if p.ecosystem != "deb" or p.name not in raw or not raw[p.name]:
+            continue
+        names = [n for v in raw[p.name] for n in re.split(r"\s+(?:and|or)\s+", v)]
+        if not all(_CLEAN.match(n.strip()) for n in names):
+            continue
+        checked += 1
+        assert set(p.licenses) == set(trivy[p.name]["licenses"]), p.name
+    assert checked >= 25

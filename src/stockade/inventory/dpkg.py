@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 
 from stockade.inventory.base import Cataloger, ParseError, ParseResult, base, text
+from stockade.inventory.licenses import normalize, split_expression
 from stockade.model import Package
+
+_LICENSE_LINE = re.compile(r"^License:[ \t]*(\S.*)$", re.MULTILINE)
+_COMMON = re.compile(r"/usr/share/common-licenses/([A-Za-z0-9][A-Za-z0-9.+-]*[A-Za-z0-9+])")
+COPYRIGHT_CATALOGER = "dpkg-copyright"
 
 _SOURCE = re.compile(r"^(\S+)(?:\s+\((\S+)\))?$")
 
@@ -78,3 +83,31 @@ class DpkgCataloger(Cataloger):
                 )
             )
         return ParseResult(pkgs)
+
+
+class DpkgCopyrightCataloger(Cataloger):
+    """Licences of Debian packages from /usr/share/doc/PACKAGE/copyright (DEP-5 fields and common-licenses).
+
+    The result is joined to the package of the same name after the layers are merged.
+    """
+
+    name = COPYRIGHT_CATALOGER
+    prefixes = ("usr/share/doc/",)
+
+    def wants(self, path: str) -> bool:
+        return path.endswith("/copyright") and path.count("/") == 4
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        content = text(data[: 4 * 1024**2])
+        found: list[str] = []
+        for m in _LICENSE_LINE.finditer(content):
+            found += split_expression(m.group(1))
+        for m in _COMMON.finditer(content):
+            found.append(normalize(m.group(1)))
+        unique = list(dict.fromkeys(x for x in found if x))
+        return ParseResult(text="\n".join(unique)) if unique else ParseResult()
+
+
+def package_of_copyright(path: str) -> str:
+    """'usr/share/doc/bash/copyright' -> 'bash'."""
+    return path.split("/")[3]

@@ -19,7 +19,7 @@ from stockade.image import open_image as _open_image
 from stockade.inventory.apk import ApkCataloger
 from stockade.inventory.base import Cataloger, ParseError
 from stockade.inventory.dotnet import DotnetCataloger
-from stockade.inventory.dpkg import DpkgCataloger
+from stockade.inventory.dpkg import COPYRIGHT_CATALOGER, DpkgCataloger, DpkgCopyrightCataloger, package_of_copyright
 from stockade.inventory.golang import GoBinaryCataloger, GoModCataloger
 from stockade.inventory.java import JavaArchiveCataloger
 from stockade.inventory.node import NodeLockCataloger, NodePackageCataloger
@@ -33,11 +33,12 @@ from stockade.inventory.rust import CargoLockCataloger, RustBinaryCataloger
 from stockade.model import Inventory, LayerInfo, Package
 
 # Bump when a cataloger's output changes, so that cached layer results are recomputed.
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
 
 ALL_CATALOGERS: tuple[Cataloger, ...] = (
     OSReleaseCataloger(),
     DpkgCataloger(),
+    DpkgCopyrightCataloger(),
     ApkCataloger(),
     RpmCataloger(),
     PythonInstalledCataloger(),
@@ -260,9 +261,12 @@ def merge_layers(results: list[tuple[LayerInfo, LayerResult]]) -> tuple[list[Pac
 
     packages: list[Package] = []
     os_files: dict[str, str] = {}
+    deb_licenses: dict[str, list[str]] = {}
     for path, (_, frs) in sorted(state.items()):
         for fr in frs:
-            if fr.text is not None:
+            if fr.cataloger == COPYRIGHT_CATALOGER and fr.text:
+                deb_licenses[package_of_copyright(path)] = fr.text.split("\n")
+            elif fr.text is not None:
                 os_files[path] = fr.text
             for p in fr.packages:
                 idx = first_seen[path].get((p.ecosystem, p.name, p.version), 0)
@@ -270,6 +274,9 @@ def merge_layers(results: list[tuple[LayerInfo, LayerResult]]) -> tuple[list[Pac
                 p.layer_digest = info.diff_id
                 p.layer_created_by = info.created_by
                 packages.append(p)
+    for p in packages:
+        if p.ecosystem == "deb" and not p.licenses:
+            p.licenses = deb_licenses.get(p.name, [])
     return packages, os_files, warnings
 
 

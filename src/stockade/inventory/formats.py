@@ -37,14 +37,16 @@ def _props(p: Package) -> list[Any]:
 
 
 def _cdx_licenses(p: Package) -> list[Any]:
+    """SPDX ids where known, else names; an expression only alone (CycloneDX allows no mix)."""
     from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
+    from cyclonedx.spdx import fixup_id
 
+    if len(p.licenses) == 1 and any(op in p.licenses[0] for op in (" OR ", " AND ", " WITH ")):
+        return [LicenseExpression(p.licenses[0])]
     out: list[Any] = []
     for lic in p.licenses:
-        if " OR " in lic or " AND " in lic or " WITH " in lic:
-            out.append(LicenseExpression(lic))
-        else:
-            out.append(DisjunctiveLicense(name=lic))
+        spdx_id = fixup_id(lic)
+        out.append(DisjunctiveLicense(id=spdx_id) if spdx_id else DisjunctiveLicense(name=lic))
     return out
 
 
