@@ -79,3 +79,12 @@ def test_scratch_rootfs_has_no_os(tmp_path: Path) -> None:
     inv = catalog_image(str(tmp_path))
     assert inv.os is None and inv.packages == []
     json.dumps(inv.to_dict())
+
+
+def test_layer_digests_match_trivy(fixtures_dir: Path) -> None:
+    """Compressed layers in a docker-archive: the blob digest, as Trivy reports it."""
+    path = fixtures_dir / "images" / "trivy-image3_gz_layers.tar"
+    expected = {(p["purl"], p["LayerDigest"]) for p in trivy_packages("image", path)}
+    inv = catalog_image(str(path))
+    digest_of = {layer.diff_id: layer.digest for layer in inv.layers}
+    assert {(p.purl, digest_of[p.layer_digest]) for p in inv.packages} == expected

@@ -67,7 +67,10 @@ def sbom(
     ],
     fmt: Annotated[SbomFormat, typer.Option("--format", "-f", help="Output format")] = SbomFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
-    platform: Annotated[str | None, typer.Option(help="os/arch[/variant] for multi-arch images")] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(help="Platform of a multi-arch image: os/arch or os/arch/variant (default: this machine)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the layer cache")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Layer cache directory")] = None,

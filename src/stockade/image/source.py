@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -18,6 +19,8 @@ import zstandard
 
 from stockade.image.layer import GZIP_MAGIC, ZSTD_MAGIC, Entry, LayerError, Limits, gzip_reader, normalise
 from stockade.model import LayerInfo, StockadeError
+
+_BLOB_NAME = re.compile(r"^(?:\./)?(?:blobs/sha256/([0-9a-f]{64})|([0-9a-f]{64})\.tar(?:\.gz|\.zst)?)$")
 
 INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",
@@ -227,8 +230,13 @@ def _open_docker_archive(tf: tarfile.TarFile, img: Image, what: str, tag: str | 
     img.repo_tags = list(entry.get("RepoTags") or [])
     layer_names = [str(x) for x in entry.get("Layers") or []]
     diff_ids = (img.config.get("rootfs") or {}).get("diff_ids") or []
-    # docker save stores layers uncompressed, so the digest of the blob is its diff_id
-    descs = [(diff_ids[i] if i < len(diff_ids) else "", "", -1) for i in range(len(layer_names))]
+    # A blob named by its digest (OCI-style "blobs/sha256/<hex>", or "<hex>.tar.gz") gives the layer digest;
+    # older docker save names layers "<v1 id>/layer.tar", stored uncompressed: their digest is the diff_id.
+    descs = []
+    for i, layer_name in enumerate(layer_names):
+        m = _BLOB_NAME.match(layer_name)
+        diff_id = diff_ids[i] if i < len(diff_ids) else ""
+        descs.append((f"sha256:{m.group(1) or m.group(2)}" if m else diff_id, "", -1))
     by_digest = dict(zip([d[0] for d in descs], layer_names, strict=False))
 
     def opener(digest: str) -> BinaryIO:
