@@ -82,8 +82,10 @@ def build(work: Path) -> dict[str, Path]:
     shutil.rmtree(layers, ignore_errors=True)
     layers.mkdir()
     base = work / "rootfs.tar"
+    if base.is_dir():  # left by an interrupted or older build
+        shutil.rmtree(base)
     if not base.exists():
-        run("mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,openssl", "bookworm", str(base) + ".part")
+        run("mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", "--include=python3,openssl", "bookworm", str(base) + ".part")
         os.replace(str(base) + ".part", base)
     pip_root = layers / "pip"
     run(
