@@ -85,7 +85,15 @@ def build(work: Path) -> dict[str, Path]:
     if base.is_dir():  # left by an interrupted or older build
         shutil.rmtree(base)
     if not base.exists():
-        run("mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", "--include=python3,openssl", "bookworm", str(base) + ".part")
+        run(
+            "mmdebstrap",
+            "--quiet",
+            "--format=tar",
+            "--variant=minbase",
+            "--include=python3,openssl",
+            "bookworm",
+            str(base) + ".part",
+        )
         os.replace(str(base) + ".part", base)
     pip_root = layers / "pip"
     run(
