@@ -55,7 +55,7 @@ TRIVY_FLAGS = [
 
 
 def trivy_cyclonedx(kind: str, target: Path) -> dict[str, Any]:
-    """Trivy's CycloneDX for ``target`` (kind: image or rootfs)."""
+    """Trivy's CycloneDX for ``target`` (kind: image, rootfs or fs)."""
     args = [trivy_bin(), kind, *TRIVY_FLAGS]
     args += ["--input", str(target)] if kind == "image" else [str(target)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)

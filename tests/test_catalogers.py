@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import trivy_packages
+from conftest import trivy_cyclonedx, trivy_packages
 
 from stockade.inventory import catalog_image
 from stockade.inventory.apk import ApkCataloger
@@ -158,3 +158,34 @@ def test_free_text_license_line_is_kept_whole() -> None:
     assert split_expression("BSD-4-clause-UC and MIT-like") == ["BSD-4-Clause-UC", "MIT"]
     line = "Permission is hereby granted, free of charge, to any person obtaining"
     assert split_expression(line) == [line]
+
+
+def _claircore_roots(fixtures_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in (fixtures_dir / "claircore" / "release-files").rglob("etc") if p.is_dir())
+
+
+def test_os_detection_on_claircore_release_files(fixtures_dir: Path) -> None:
+    """110 real release files in 60 root filesystems; Trivy is the oracle where it detects an OS.
+
+    Where Trivy detects none (Debian without /etc/debian_version, new distros), the oracle is the
+    os-release file itself as the standard library parses it.
+    """
+    import platform
+
+    roots = _claircore_roots(fixtures_dir)
+    assert len(roots) >= 50
+    by_trivy = 0
+    for root in roots:
+        inv = catalog_image(str(root), cache_dir=False)
+        doc = trivy_cyclonedx("rootfs", root)
+        trivy_os = [(c["name"], c.get("version")) for c in doc.get("components", []) if c["type"] == "operating-system"]
+        if trivy_os:
+            by_trivy += 1
+            assert inv.os is not None and (inv.os.family, inv.os.name) == trivy_os[0], root
+            continue
+        osr = root / "etc" / "os-release"
+        assert osr.is_file(), root
+        kv = platform._parse_os_release(osr.read_text().splitlines())  # type: ignore[attr-defined]
+        assert inv.os is not None and inv.os.name == kv.get("VERSION_ID", ""), root
+        assert kv["ID"] in (inv.os.family, {"rhel": "redhat"}.get(kv["ID"])), root
+    assert by_trivy >= 40

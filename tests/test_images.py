@@ -88,3 +88,49 @@ def test_layer_digests_match_trivy(fixtures_dir: Path) -> None:
     inv = catalog_image(str(path))
     digest_of = {layer.diff_id: layer.digest for layer in inv.layers}
     assert {(p.purl, digest_of[p.layer_digest]) for p in inv.packages} == expected
+
+
+def test_distroless_status_d_matches_trivy(fixtures_dir: Path, tmp_path: Path) -> None:
+    """A distroless-style root: one status.d file per package (no Status field), as Google's distroless ships."""
+    root = tmp_path / "distroless"
+    statusd = root / "var" / "lib" / "dpkg" / "status.d"
+    statusd.mkdir(parents=True)
+    paragraphs = (fixtures_dir / "local-debian12-dpkg-status").read_text().split("\n\n")
+    kept = 0
+    for para in paragraphs[:40]:
+        lines = [line for line in para.splitlines() if not line.startswith("Status:")]
+        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Package:")), None)
+        if name:
+            (statusd / name).write_text("\n".join(lines) + "\n")
+            (statusd / f"{name}.md5sums").write_text("d41d8cd98f00b204e9800998ecf8427e  usr/share/doc/x\n")
+            kept += 1
+    (root / "etc").mkdir()
+    (root / "etc" / "os-release").write_text('PRETTY_NAME="Distroless"\nID=debian\nVERSION_ID="12"\n')
+    (root / "etc" / "debian_version").write_text("12.5\n")
+    expected = {p["purl"] for p in trivy_packages("rootfs", root)}
+    inv = catalog_image(str(root))
+    assert inv.os is not None and inv.os.distroless and inv.os.name == "12.5"
+    assert len(expected) == kept
+    assert {p.purl for p in inv.packages} == expected
+
+
+def test_oci_layout_as_tar(fixtures_dir: Path, tmp_path: Path) -> None:
+    """skopeo writes an OCI archive; stockade reads it like the docker-archive it came from."""
+    import gzip
+    import shutil
+    import subprocess
+
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is required (installed by .ci/setup)")
+    plain = tmp_path / "alpine.tar"
+    plain.write_bytes(gzip.decompress((fixtures_dir / "images" / "trivy-alpine-311.tar.gz").read_bytes()))
+    oci_tar = tmp_path / "alpine-oci.tar"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", f"docker-archive:{plain}", f"oci-archive:{oci_tar}:alpine:3.11"],
+        check=True,
+        capture_output=True,
+    )
+    ours = catalog_image(str(oci_tar))
+    ref = catalog_image(str(plain))
+    assert [(p.purl, p.layer_digest) for p in ours.packages] == [(p.purl, p.layer_digest) for p in ref.packages]
+    assert {layer.media_type for layer in ours.layers} == {"application/vnd.oci.image.layer.v1.tar+gzip"}

@@ -190,6 +190,53 @@ def test_untrusted_certificate_is_refused(
         catalog_image(f"{host}/library/alpine:3.11", cache_dir=False)
 
 
+def test_anonymous_plain_http_registry(
+    tmp_path_factory: pytest.TempPathFactory, alpine_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No auth, no TLS: the registry is named in STOCKADE_INSECURE_REGISTRIES."""
+    _need("docker-registry", "skopeo")
+    d = tmp_path_factory.mktemp("registry-anon")
+    port = _free_port()
+    (d / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    host = f"127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                f"docker-archive:{alpine_archive}",
+                f"docker://{host}/pub/alpine:3.11",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        monkeypatch.setenv("DOCKER_CONFIG", str(d / "none"))
+        monkeypatch.setenv("STOCKADE_INSECURE_REGISTRIES", host)
+        inv = catalog_image(f"{host}/pub/alpine:3.11", cache_dir=False)
+        assert {(p.purl, p.layer_digest) for p in inv.packages} == _expected(alpine_archive)
+        monkeypatch.delenv("STOCKADE_INSECURE_REGISTRIES")
+        with pytest.raises(RegistryError, match="cannot reach"):  # https to a plain-http server
+            catalog_image(f"{host}/pub/alpine:3.11", cache_dir=False)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # --- bearer tokens -------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ class DotnetCataloger(Cataloger):
                         pkgs.append(Package(name=name, version=str(ver), ecosystem="nuget", location=path))
         else:
             for key, info in (doc.get("libraries") or {}).items():
-                if (info or {}).get("type") != "package" or "/" not in key:
+                if (info or {}).get("type") not in ("package", "project") or "/" not in key:
                     continue
                 name, ver = key.split("/", 1)
                 pkgs.append(Package(name=name, version=ver, ecosystem="nuget", location=path))

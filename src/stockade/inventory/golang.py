@@ -142,6 +142,10 @@ class GoModCataloger(Cataloger):
             words = raw.split("//", 1)[0].split()
             if not words:
                 continue
+            if words[0] == "module" and len(words) == 2:
+                # the module itself, unversioned, as for a binary's main module
+                pkgs.append(Package(name=words[1].strip('"'), version="", ecosystem="golang", location=path))
+                continue
             if words[0] in ("require", "replace") and words[-1] == "(":
                 block = words[0]
                 continue

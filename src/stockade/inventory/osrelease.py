@@ -16,6 +16,7 @@ OS_FILES = (
     "etc/redhat-release",
     "etc/system-release",
     "etc/centos-release",
+    "etc/oracle-release",
     "etc/lsb-release",
     "etc/SuSE-release",
     "etc/photon-release",
@@ -82,7 +83,7 @@ def detect_os(files: dict[str, str], distroless: bool = False) -> OSInfo | None:
             return OSInfo(_FAMILY.get(os_id, os_id), version, pretty, like, distroless)
     if files.get("etc/alpine-release"):
         return OSInfo("alpine", files["etc/alpine-release"].strip(), distroless=distroless)
-    for name in ("etc/centos-release", "etc/redhat-release", "etc/system-release"):
+    for name in ("etc/oracle-release", "etc/centos-release", "etc/redhat-release", "etc/system-release"):
         rel = files.get(name)
         if not rel:
             continue

@@ -10,7 +10,9 @@ from stockade.model import Package
 _NAME = re.compile(r"""\.name\s*=\s*["']([^"']+)["']""")
 _VERSION = re.compile(r"""\.version\s*=\s*["']([^"']+)["']""")
 _LICENSES = re.compile(r"""\.licenses?\s*=\s*\[?([^\]\n]+)""")
-_LOCK_SPEC = re.compile(r"^    ([^\s(]+) \(([^)\s]+)(?:-[a-z0-9_-]+)?\)$")
+_LOCK_SPEC = re.compile(
+    r"^    ([^\s(]+) \(([^)\s-]+)(?:-[A-Za-z0-9_.-]+)?\)$"
+)  # "(1.13.0-x86_64-linux)": platform dropped
 
 
 class GemspecCataloger(Cataloger):
