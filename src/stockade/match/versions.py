@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 from itertools import zip_longest
 
 from packaging.version import InvalidVersion as _PepInvalid
@@ -22,8 +23,8 @@ class VersionError(ValueError):
     """A version string the scheme cannot parse."""
 
 
-def _cmp(a: object, b: object) -> int:
-    return (a > b) - (a < b)  # type: ignore[operator]
+def _cmp(a: Any, b: Any) -> int:
+    return int(a > b) - int(a < b)
 
 
 # --- dpkg (Debian Policy 5.6.12) ----------------------------------------------------------------------
@@ -186,7 +187,7 @@ _APK_SUFFIX = {"alpha": -4, "beta": -3, "pre": -2, "rc": -1, "cvs": 1, "svn": 2,
 
 
 @lru_cache(maxsize=65536)
-def _apk_key(v: str) -> tuple[object, ...]:
+def _apk_key(v: str) -> tuple[tuple[int, ...], tuple[int, int], tuple[tuple[int, int], ...], int]:
     m = _APK.match(v.strip()) or _APK.match(_apk_repair(v.strip()))
     if not m:
         raise VersionError(f"not an apk version: {v!r}")
@@ -202,9 +203,9 @@ def _apk_key(v: str) -> tuple[object, ...]:
 def apk_compare(a: str, b: str) -> int:
     na, la, sa, ra = _apk_key(a)
     nb, lb, sb, rb = _apk_key(b)
-    for x, y in zip_longest(na, nb, fillvalue=-1):  # type: ignore[arg-type]
+    for x, y in zip_longest(na, nb, fillvalue=-1):
         if x != y:
-            return -1 if x < y else 1  # type: ignore[operator]
+            return -1 if x < y else 1
     return _cmp((la, sa, ra), (lb, sb, rb))
 
 
