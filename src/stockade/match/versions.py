@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
 from itertools import zip_longest
+from typing import Any
 
 from packaging.version import InvalidVersion as _PepInvalid
 from packaging.version import Version as _PepVersion
