@@ -90,3 +90,52 @@ class Inventory:
             "packages": [p.to_dict() for p in self.packages],
             "warnings": self.warnings,
         }
+
+
+@dataclass(slots=True)
+class Finding:
+    """One vulnerability of one package of an image."""
+
+    vuln_id: str
+    package: Package
+    installed_version: str
+    fixed_version: str  # "" when no fix is published
+    severity: str  # CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN
+    aliases: list[str] = field(default_factory=list)
+    title: str = ""
+    cvss_score: float | None = None
+    cvss_vector: str = ""
+    kev: bool = False
+    epss: float | None = None
+    source: str = ""
+    references: list[str] = field(default_factory=list)
+    remediation: str = ""
+    suppressed: str = ""  # why it is silenced (ignore file, VEX), or ""
+
+    @property
+    def fixed(self) -> bool:
+        return bool(self.fixed_version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.vuln_id,
+            "aliases": self.aliases,
+            "package": self.package.name,
+            "ecosystem": self.package.ecosystem,
+            "purl": self.package.purl,
+            "installed_version": self.installed_version,
+            "fixed_version": self.fixed_version,
+            "severity": self.severity,
+            "title": self.title,
+            "cvss_score": self.cvss_score,
+            "cvss_vector": self.cvss_vector,
+            "kev": self.kev,
+            "epss": self.epss,
+            "source": self.source,
+            "location": self.package.location,
+            "layer_digest": self.package.layer_digest,
+            "layer_created_by": self.package.layer_created_by,
+            "remediation": self.remediation,
+            "references": self.references,
+            **({"suppressed": self.suppressed} if self.suppressed else {}),
+        }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -130,6 +130,185 @@ def sbom(
         except OSError as exc:
             _err(f"[red]error:[/] cannot write {output}: {exc.strerror}")
             raise typer.Exit(EXIT_INPUT) from None
+
+
+class ScanFormat(StrEnum):
+    table = "table"
+    json = "json"
+    sarif = "sarif"
+    cyclonedx = "cyclonedx"
+
+
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
+
+
+@app.command()
+def scan(
+    image: Annotated[str, typer.Argument(help="Image to scan: anything `stockade sbom` reads")],
+    fmt: Annotated[ScanFormat, typer.Option("--format", "-f", help="Output format")] = ScanFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="Vulnerability database (default $STOCKADE_DB or ~/.cache/stockade/vuln.db)")
+    ] = None,
+    severity: Annotated[str, typer.Option(help="Comma-separated severities to report")] = ",".join(SEVERITIES),
+    ignore_unfixed: Annotated[bool, typer.Option(help="Leave out vulnerabilities with no fix yet")] = False,
+    exit_code: Annotated[int, typer.Option(help="Exit with this code when findings remain (for CI gates)")] = 0,
+    ignorefile: Annotated[Path, typer.Option(help="Ignore file (IDs to silence)")] = Path(".stockadeignore"),
+    vex: Annotated[list[Path] | None, typer.Option(help="OpenVEX or CycloneDX VEX document (repeatable)")] = None,
+    show_suppressed: Annotated[bool, typer.Option(help="Also list silenced findings, with the reason")] = False,
+    max_db_age: Annotated[int, typer.Option(help="Warn when the database is older than this many days")] = 7,
+    platform: Annotated[
+        str | None, typer.Option(help="Platform of a multi-arch image: os/arch or os/arch/variant")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr")] = False,
+    lockfiles: Annotated[bool, typer.Option(help="Also read lock files in the image")] = False,
+) -> None:
+    """Report the known vulnerabilities of every package in an image, offline, from the local database."""
+    from datetime import UTC, datetime
+
+    from stockade.inventory import catalog_image
+    from stockade.match import report, suppress
+    from stockade.match.matcher import filter_findings, match
+    from stockade.vulndb.store import VulnDB
+
+    wanted = {s.strip().upper() for s in severity.split(",") if s.strip()}
+    if not wanted <= set(SEVERITIES):
+        _err(f"[red]error:[/] --severity takes {', '.join(SEVERITIES)}")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        vdb = VulnDB(db)
+        inv = catalog_image(image, platform, lockfiles=lockfiles)
+        findings = match(inv, vdb)
+        rules = []
+        if ignorefile.is_file():
+            rules += suppress.load_ignore_file(ignorefile)
+        for doc in vex or []:
+            rules += suppress.load_vex(doc)
+        suppress.apply(findings, rules)
+        built = vdb.meta("built_at") or ""
+    except StockadeError as exc:
+        _err(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    if built and not quiet:
+        age = datetime.now(UTC) - datetime.fromisoformat(built)
+        if age.days > max_db_age:
+            _err(f"[yellow]warning:[/] the vulnerability database is {age.days} days old; run 'stockade db update'")
+    if not quiet:
+        for w in inv.warnings:
+            _err(f"[yellow]warning:[/] {w}")
+    shown = filter_findings(findings, wanted, ignore_unfixed)
+    active = [f for f in shown if not f.suppressed]
+    listed = shown if show_suppressed else active
+    db_info = {"path": str(vdb.path), "built_at": built}
+    if fmt is ScanFormat.table and output is None:
+        _print_findings(inv, listed, len(shown) - len(active))
+    else:
+        data = {
+            ScanFormat.json: lambda: report.to_json(inv, listed, db_info),
+            ScanFormat.table: lambda: report.to_json(inv, listed, db_info),
+            ScanFormat.sarif: lambda: report.to_sarif(inv, active),
+            ScanFormat.cyclonedx: lambda: report.to_cyclonedx(inv, active),
+        }[fmt]()
+        _write(data, output)
+    if active and exit_code:
+        raise typer.Exit(exit_code)
+
+
+def _write(data: bytes, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.buffer.write(data + b"\n")
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        _err(f"[red]error:[/] cannot write {output}: {exc.strerror}")
+        raise typer.Exit(EXIT_INPUT) from None
+
+
+def _print_findings(inv: Inventory, findings: list[Any], suppressed: int) -> None:
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    counts = Counter(f.severity for f in findings if not f.suppressed)
+    summary = ", ".join(f"{s}: {counts[s]}" for s in SEVERITIES if counts[s])
+    os_line = f"{inv.os.family} {inv.os.name}" if inv.os else "no OS detected"
+    out.print(
+        f"[bold]{inv.source}[/] ({os_line}): {len(findings)} vulnerabilities ({summary or 'none'})"
+        + (f", {suppressed} suppressed" if suppressed else "")
+    )
+    colour = {"CRITICAL": "bold red", "HIGH": "red", "MEDIUM": "yellow", "LOW": "cyan", "UNKNOWN": "white"}
+    table = Table()
+    for col in ("Package", "Vulnerability", "Severity", "Installed", "Fixed", "KEV", "Title"):
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        table.add_row(
+            f.package.name,
+            f.vuln_id,
+            f"[{colour.get(f.severity, 'white')}]{f.severity}[/]",
+            f.installed_version,
+            f.fixed_version or "-",
+            "yes" if f.kev else "",
+            (f.suppressed or f.title)[:80],
+        )
+    out.print(table)
+
+
+db_app = typer.Typer(help="Build, inspect and move the vulnerability database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("build")
+def db_build(
+    sources: Annotated[list[Path], typer.Option("--from", help="Feed archive (tar.gz) or directory; repeatable")],
+    db: Annotated[Path | None, typer.Option(help="Database to write")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Import feeds as published (OSV, Alpine secdb, Debian OVAL, KEV...) into a new database."""
+    import time
+
+    from stockade.vulndb.build import build
+    from stockade.vulndb.store import default_db_path
+
+    dest = db or default_db_path()
+    t0 = time.perf_counter()
+    try:
+        rep = build(sources, dest, None if quiet else (lambda name: _err(f"importing {name}")))
+    except StockadeError as exc:
+        _err(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    if not quiet:
+        for st in rep.sources.values():
+            _err(f"  {st.name}: {st.records} records" + (f", {st.bad} bad (first: {st.errors[0]})" if st.bad else ""))
+        _err(f"{dest}: built in {time.perf_counter() - t0:.1f} s")
+
+
+@db_app.command("status")
+def db_status(
+    db: Annotated[Path | None, typer.Option(help="Database to read")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Sources, record counts, bad records and age of the database."""
+    import orjson
+
+    from stockade.vulndb.store import VulnDB
+
+    try:
+        vdb = VulnDB(db)
+    except StockadeError as exc:
+        _err(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    sources = vdb.sources()
+    size = vdb.path.stat().st_size
+    info: dict[str, Any] = {"path": str(vdb.path), "built_at": vdb.meta("built_at"), "size": size, "sources": sources}
+    if as_json:
+        _write(orjson.dumps(info, option=orjson.OPT_INDENT_2), None)
+        return
+    typer.echo(f"{info['path']}  built {info['built_at']}  {size / 1e6:.1f} MB")
+    for s in sources:
+        typer.echo(f"  {s['name']:52} {s['records']:>7} records  {s['bad']:>5} bad  imported {s['imported_at']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

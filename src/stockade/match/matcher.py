@@ -1,0 +1,153 @@
+"""Match an inventory against the vulnerability store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from stockade.match.versions import VersionError, compare
+from stockade.model import Finding, Inventory, OSInfo, Package
+from stockade.vulndb.feeds.osv import package_key
+from stockade.vulndb.severity import ORDER, from_score
+from stockade.vulndb.store import Affected, VulnDB
+
+_OS_ECOSYSTEMS = {"deb", "apk", "rpm"}
+_RPM_FAMILIES = {
+    "alma": "alma",
+    "rocky": "rocky",
+    "redhat": "redhat",
+    "centos": "redhat",
+    "oracle": "oracle",
+    "amazon": "amazon",
+    "cbl-mariner": "cbl-mariner",
+    "azurelinux": "azurelinux",
+}
+
+
+def os_namespace(os_info: OSInfo | None, ecosystem: str) -> str | None:
+    """The namespace advisories use for this OS release: "debian:12", "alpine:3.11", "alma:9"..."""
+    if os_info is None:
+        return None
+    fam, ver = os_info.family, os_info.name
+    if ecosystem == "deb":
+        if fam == "debian":
+            return f"debian:{ver.split('.')[0]}"
+        if fam == "ubuntu":
+            return f"ubuntu:{ver}"
+        return None
+    if ecosystem == "apk":
+        if fam == "alpine":
+            m = re.match(r"(\d+\.\d+)", ver)
+            return f"alpine:{m.group(1)}" if m else ("alpine:edge" if "edge" in ver else None)
+        return f"{fam}:{ver}" if fam == "wolfi" else None
+    if ecosystem == "rpm":
+        fam = _RPM_FAMILIES.get(fam, fam)
+        return f"{fam}:{ver.split('.')[0]}"
+    return None
+
+
+def _in_range(eco: str, version: str, aff: Affected) -> tuple[bool, str]:
+    """Whether ``version`` is affected, and the fixed version of the range that says so."""
+    if version in aff.versions:
+        fixes = [f for _, f, _ in aff.ranges if f]
+        return True, fixes[0] if len(fixes) == 1 else ""
+    for introduced, fixed, last in aff.ranges:
+        if introduced not in (None, "0") and compare(eco, version, introduced) < 0:
+            continue
+        if fixed is not None:
+            if compare(eco, version, fixed) < 0:
+                return True, fixed
+            continue
+        if last is not None:
+            if compare(eco, version, last) <= 0:
+                return True, ""
+            continue
+        return True, ""  # introduced, never fixed
+    return False, ""
+
+
+def _remediation(p: Package, fixed: str, os_info: OSInfo | None) -> str:
+    if not fixed:
+        if p.ecosystem in _OS_ECOSYSTEMS:
+            return f"no fix published for {p.source_name or p.name} yet; rebuild on a newer base image when one is"
+        return f"no fixed version of {p.name} published yet"
+    target = p.source_name if p.ecosystem == "deb" and p.source_name else p.name
+    if p.ecosystem in _OS_ECOSYSTEMS:
+        base = f"{os_info.family} {os_info.name}" if os_info else "the base image"
+        return f"upgrade {target} to {fixed} (or rebuild on an updated {base} image)"
+    return f"upgrade {p.name} to {fixed} or later"
+
+
+def match_package(db: VulnDB, p: Package, os_info: OSInfo | None, warnings: list[str]) -> list[Finding]:
+    eco = p.ecosystem
+    if eco in _OS_ECOSYSTEMS:
+        ns = os_namespace(os_info, eco)
+        if ns is None:
+            return []
+        name = p.source_name or p.name if eco in ("deb", "apk") else p.name
+        version = (p.source_version or p.version) if eco == "deb" else p.version
+    else:
+        ns, name, version = "", package_key(eco, p.name), p.version
+    if not version:
+        return []
+    best: dict[str, tuple[str, Affected]] = {}
+    for vid, aff in db.affected(eco, ns, name):
+        try:
+            hit, fixed = _in_range(eco, version, aff)
+        except VersionError as exc:
+            warnings.append(f"{p.name} {version}: {vid}: {exc}")
+            continue
+        if hit and (vid not in best or (fixed and not best[vid][0])):
+            best[vid] = (fixed, aff)
+    findings = []
+    for vid, (fixed, aff) in best.items():
+        v = db.vuln(vid)
+        cves = [a for a in [vid, *v["aliases"]] if a.startswith("CVE-")]
+        severity = aff.severity or v["severity"] or from_score(v["cvss_score"])
+        score, vector = v["cvss_score"], v["cvss_vector"]
+        if severity in ("", "UNKNOWN") or score is None:
+            for cve in cves:  # the same CVE as another source rates it
+                other = db.vuln(cve) if cve != vid else v
+                if other["severity"] not in ("", "UNKNOWN") and severity in ("", "UNKNOWN"):
+                    severity = other["severity"]
+                if score is None and other["cvss_score"] is not None:
+                    score, vector = other["cvss_score"], other["cvss_vector"]
+        findings.append(
+            Finding(
+                vuln_id=vid,
+                package=p,
+                installed_version=p.version,
+                fixed_version=fixed,
+                severity=severity or "UNKNOWN",
+                aliases=[a for a in v["aliases"] if a != vid],
+                title=v["summary"].split("\n")[0][:200],
+                cvss_score=score,
+                cvss_vector=vector,
+                kev=any(db.kev(c) for c in cves),
+                epss=next((e for e in (db.epss(c) for c in cves) if e is not None), None),
+                source=v["source"],
+                references=v["references"][:5],
+                remediation=_remediation(p, fixed, os_info),
+            )
+        )
+    return findings
+
+
+def match(inv: Inventory, db: VulnDB) -> list[Finding]:
+    """Every finding of every package, most severe first."""
+    out: list[Finding] = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for p in inv.packages:
+        for f in match_package(db, p, inv.os, inv.warnings):
+            key = (f.vuln_id, p.ecosystem, p.name, p.version)
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    out.sort(key=lambda f: (-ORDER.get(f.severity, 0), f.package.name, f.vuln_id))
+    return out
+
+
+def filter_findings(
+    findings: Iterable[Finding], severities: set[str] | None = None, ignore_unfixed: bool = False
+) -> list[Finding]:
+    return [f for f in findings if (not severities or f.severity in severities) and (not ignore_unfixed or f.fixed)]

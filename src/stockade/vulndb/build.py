@@ -1,0 +1,196 @@
+"""Build the store from feed archives or directories as published (repo layout kept, tar.gz or not)."""
+
+from __future__ import annotations
+
+import bz2
+import os
+import posixpath
+import re
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import yaml
+
+from stockade.model import StockadeError
+from stockade.vulndb.feeds import kev, osv, oval, secdb
+from stockade.vulndb.feeds.osv import FeedError
+from stockade.vulndb.store import Advisory, Writer
+
+MAX_DOCUMENT = 512 * 1024**2
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(slots=True)
+class SourceStats:
+    name: str
+    records: int = 0
+    bad: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def fail(self, where: str, message: str) -> None:
+        self.bad += 1
+        if len(self.errors) < 50:
+            self.errors.append(f"{where}: {message}")
+
+
+@dataclass(slots=True)
+class BuildReport:
+    sources: dict[str, SourceStats] = field(default_factory=dict)
+    skipped_files: int = 0
+
+    def stats(self, name: str) -> SourceStats:
+        return self.sources.setdefault(name, SourceStats(name))
+
+
+def _kind(path: str) -> str | None:
+    """Which parser a file needs, from its place in the published repository layout."""
+    base = posixpath.basename(path)
+    if base == "known_exploited_vulnerabilities.json":
+        return "kev"
+    if re.search(r"(^|/)alpine/(v[\d.]+|edge)/(main|community)\.json$", path):
+        return "secdb"
+    if re.search(r"oval-definitions-[a-z]+\.xml(\.bz2)?$", path) and "/debian/" in f"/{path}":
+        return "debian-oval"
+    if path.endswith(".json") and (
+        "/data/osv/" in f"/{path}"
+        or "/osv-branch/" in f"/{path}"
+        or "/advisories/almalinux" in f"/{path}"
+        or "/osv/" in f"/{path}"
+    ):
+        return "osv-json"
+    if path.endswith((".yaml", ".yml")) and "/vulns/" in f"/{path}":
+        return "osv-yaml"
+    return None
+
+
+def _source_name(path: str, origin: str) -> str:
+    """A source is named after its archive or top directory (e.g. golang+vulndb), plus the OVAL release."""
+    if "debian/oval-definitions-" in path:
+        return f"{origin}/debian-{path.rsplit('-', 1)[-1].split('.')[0]}"
+    if "/alpine/" in f"/{path}":
+        return f"{origin}/alpine"
+    return origin
+
+
+def _file_opener(p: Path) -> Callable[[], IO[bytes]]:
+    return lambda: p.open("rb")
+
+
+def _member_opener(f: IO[bytes]) -> Callable[[], IO[bytes]]:
+    return lambda: f
+
+
+def _iter_input(src: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]], int]]:
+    """(relative path, opener, size) for every regular file of a directory or a tar archive."""
+    if src.is_dir():
+        for root, _dirs, files in os.walk(src):
+            for f in files:
+                p = Path(root) / f
+                yield p.relative_to(src).as_posix(), _file_opener(p), p.stat().st_size
+        return
+    try:
+        tf = tarfile.open(src, mode="r|*")  # noqa: SIM115 - closed by the with below
+    except (tarfile.TarError, OSError) as exc:
+        raise StockadeError(f"{src}: not a directory or a readable tar archive ({exc})") from None
+    with tf:
+        try:
+            for m in tf:
+                if not m.isreg():
+                    continue
+                member = tf.extractfile(m)
+                if member is None:
+                    continue
+                yield m.name, _member_opener(member), m.size
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise StockadeError(f"{src}: corrupt archive ({exc})") from None
+
+
+def _load(kind: str, data: bytes) -> Any:
+    if kind == "osv-yaml":
+        return yaml.load(data, Loader=_YAML_LOADER)
+    return orjson.loads(data)
+
+
+def build(inputs: list[Path], dest: Path, progress: Callable[[str], None] | None = None) -> BuildReport:
+    """Import every feed found in ``inputs`` into a new database that replaces ``dest`` only when complete."""
+    report = BuildReport()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".vuln-", suffix=".db.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    writer = Writer(tmp)
+    try:
+        for src in inputs:
+            if not src.exists():
+                raise StockadeError(f"{src}: no such file or directory")
+            origin = src.name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".tar")
+            if progress:
+                progress(origin)
+            for path, opener, size in _iter_input(src):
+                kind = _kind(path)
+                if kind is None:
+                    report.skipped_files += 1
+                    continue
+                stats = report.stats(_source_name(path, origin))
+                if size > MAX_DOCUMENT:
+                    stats.fail(path, f"{size} bytes, over the {MAX_DOCUMENT} limit")
+                    continue
+                try:
+                    _import(kind, path, opener, stats, writer)
+                except (
+                    FeedError,
+                    ValueError,
+                    TypeError,
+                    KeyError,
+                    AttributeError,
+                    yaml.YAMLError,
+                    orjson.JSONDecodeError,
+                    OSError,
+                    EOFError,
+                ) as exc:
+                    stats.fail(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        for st in report.sources.values():
+            writer.source(st.name, st.records, st.bad, "", st.errors)
+        writer.close()
+        os.replace(tmp, dest)
+    except BaseException:
+        writer.con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return report
+
+
+def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: SourceStats, writer: Writer) -> None:
+    def add(adv: Advisory) -> None:
+        writer.add(adv)
+        stats.records += 1
+
+    if kind == "debian-oval":
+        raw = opener()
+        stream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw
+        errors: list[str] = []
+        for adv in oval.parse_debian(stream, stats.name, errors):
+            add(adv)
+        for e in errors:
+            stats.fail(path, e)
+        return
+    data = opener().read()
+    doc = _load(kind, data)
+    if kind == "kev":
+        rows = kev.parse(doc)
+        writer.kev(rows)
+        stats.records += len(rows)
+    elif kind == "secdb":
+        errors = []
+        for adv in secdb.parse(doc, stats.name, errors):
+            add(adv)
+        for e in errors:
+            stats.fail(path, e)
+    else:
+        add(osv.parse(doc, stats.name))

@@ -1,0 +1,1 @@
+"""Feed parsers: each turns one source document into Advisory records."""
