@@ -71,10 +71,11 @@ def _remediation(p: Package, fixed: str, os_info: OSInfo | None) -> str:
         if p.ecosystem in _OS_ECOSYSTEMS:
             return f"no fix published for {p.source_name or p.name} yet; rebuild on a newer base image when one is"
         return f"no fixed version of {p.name} published yet"
-    target = p.source_name if p.ecosystem == "deb" and p.source_name else p.name
     if p.ecosystem in _OS_ECOSYSTEMS:
         base = f"{os_info.family} {os_info.name}" if os_info else "the base image"
-        return f"upgrade {target} to {fixed} (or rebuild on an updated {base} image)"
+        src = f" (source package {p.source_name})" if p.source_name and p.source_name != p.name else ""
+        # Debian advisories give the fixed version of the source package; binaries built from it share it
+        return f"upgrade {p.name}{src} to {fixed} (or rebuild on an updated {base} image)"
     return f"upgrade {p.name} to {fixed} or later"
 
 

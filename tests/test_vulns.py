@@ -1,0 +1,221 @@
+"""Known-answer tests built from the advisories themselves, not from the matcher.
+
+Each expected set is computed here from the published data (Alpine's secdb, Debian's OVAL criterion
+text, the Go vulndb OSV ranges) with an independent version comparison (libapt, python-semver).
+"""
+
+from __future__ import annotations
+
+import bz2
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import semver
+from conftest import SHARED
+
+from stockade.inventory import catalog_image
+from stockade.match.matcher import match
+from stockade.vulndb.build import build
+from stockade.vulndb.store import VulnDB
+
+VULN = SHARED / "data" / "vuln"
+
+
+@pytest.fixture(scope="session")
+def vulndb(tmp_path_factory: pytest.TempPathFactory) -> VulnDB:
+    dest = tmp_path_factory.mktemp("vulndb") / "vuln.db"
+    report = build(sorted(VULN.glob("*.tar.gz")), dest)
+    assert report.sources["pschou+oval/debian-bookworm"].records > 20000
+    return VulnDB(dest)
+
+
+def _libapt_lt(pairs: list[tuple[str, str]]) -> list[bool]:
+    code = (
+        "import sys, json, apt_pkg; apt_pkg.init_system();"
+        "print(json.dumps([apt_pkg.version_compare(a, b) < 0 for a, b in json.load(sys.stdin)]))"
+    )
+    out = subprocess.run(["/usr/bin/python3", "-c", code], input=json.dumps(pairs), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout))
+
+
+def _secdb(branch: str) -> dict[str, list[tuple[str, str]]]:
+    """origin package -> [(fixed version, id)] for one Alpine branch, straight from the secdb files."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    with tarfile.open(VULN / "pschou+oval.tar.gz") as tf:
+        for repo in ("main", "community"):
+            doc = json.load(tf.extractfile(f"pschou+oval/alpine/v{branch}/{repo}.json"))  # type: ignore[arg-type]
+            for entry in doc["packages"]:
+                for fixed, ids in entry["pkg"]["secfixes"].items():
+                    for vid in ids or []:
+                        for one in str(vid).split():
+                            out.setdefault(entry["pkg"]["name"], []).append((fixed, one))
+    return out
+
+
+@pytest.mark.parametrize("image, branch", [("39", "3.9"), ("310", "3.10"), ("311", "3.11")])
+def test_alpine_images_report_what_secdb_lists(fixtures_dir: Path, vulndb: VulnDB, image: str, branch: str) -> None:
+    inv = catalog_image(str(fixtures_dir / "images" / f"trivy-alpine-{image}.tar.gz"))
+    sec = _secdb(branch)
+    candidates = [
+        (p.source_name, p.version, fixed, vid)
+        for p in inv.packages
+        for fixed, vid in sec.get(p.source_name, [])
+        if fixed not in ("0", "0-r0") and re.match(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9][\w.:-]*$", vid)
+    ]
+    lt = _libapt_lt([(installed, fixed) for _, installed, fixed, _ in candidates])
+    expected = {(vid, src) for (src, _, _, vid), is_lt in zip(candidates, lt, strict=True) if is_lt}
+    got = {(f.vuln_id, f.package.source_name) for f in match(inv, vulndb)}
+    assert len(expected) >= 10
+    assert got == expected
+
+
+def test_debian12_status_reports_exactly_what_bookworm_oval_says(
+    fixtures_dir: Path, vulndb: VulnDB, tmp_path: Path
+) -> None:
+    root = tmp_path / "deb12"
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "var/lib/dpkg/status").write_bytes((fixtures_dir / "local-debian12-dpkg-status").read_bytes())
+    (root / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    (root / "etc/debian_version").write_text("12.1\n")
+    inv = catalog_image(str(root))
+    # the oracle: each definition's criterion comment, "<source> DPKG is earlier than <version>"
+    with tarfile.open(VULN / "pschou+oval.tar.gz") as tf:
+        member = tf.extractfile("pschou+oval/debian/oval-definitions-bookworm.xml.bz2")
+        assert member is not None
+        oval = bz2.decompress(member.read()).decode()
+    fixed_in: dict[str, list[tuple[str, str]]] = {}
+    for cve, src, ver in re.findall(
+        r"<title>(\S+) (\S+)</title>.*?comment=\"\S+ DPKG is earlier than ([^\"]+)\"", oval, flags=re.DOTALL
+    ):
+        fixed_in.setdefault(src, []).append((cve, ver))
+    sources = {(p.source_name, p.source_version) for p in inv.packages}
+    candidates = [(src, sv, cve, fixed) for src, sv in sources for cve, fixed in fixed_in.get(src, [])]
+    lt = _libapt_lt([(sv, fixed) for _, sv, _, fixed in candidates])
+    expected = {(cve, src) for (src, _, cve, _), is_lt in zip(candidates, lt, strict=True) if is_lt}
+    got = {(f.vuln_id, f.package.source_name) for f in match(inv, vulndb) if f.package.ecosystem == "deb"}
+    assert len(candidates) > 1000
+    assert got == expected
+
+
+def _semver(v: str) -> semver.Version:
+    return semver.Version.parse(v.removeprefix("v"))
+
+
+def test_go_binary_reports_the_x_net_advisories(fixtures_dir: Path, vulndb: VulnDB, tmp_path: Path) -> None:
+    root = tmp_path / "bin"
+    root.mkdir()
+    (root / "app").write_bytes((fixtures_dir / "binaries" / "syft-go-bin-test").read_bytes())
+    (root / "app").chmod(0o755)
+    inv = catalog_image(str(root))
+    xnet = [p for p in inv.packages if p.name == "golang.org/x/net"]
+    assert len(xnet) == 1
+    installed = _semver(xnet[0].version)
+    expected = set()
+    with tarfile.open(VULN / "golang+vulndb.tar.gz") as tf:
+        for m in tf:
+            if not m.name.endswith(".json") or "/data/osv/" not in m.name:
+                continue
+            doc = json.load(tf.extractfile(m))  # type: ignore[arg-type]
+            if doc.get("withdrawn"):
+                continue
+            for aff in doc.get("affected", []):
+                if aff["package"]["name"] != "golang.org/x/net":
+                    continue
+                for r in aff.get("ranges", []):
+                    lo = None
+                    for ev in r["events"]:
+                        if "introduced" in ev:
+                            lo = _semver(ev["introduced"]) if ev["introduced"] != "0" else None
+                        elif "fixed" in ev:
+                            if (lo is None or installed >= lo) and installed < _semver(ev["fixed"]):
+                                expected.add(doc["id"])
+                            lo = None
+    got = {f.vuln_id for f in match(inv, vulndb) if f.package.name == "golang.org/x/net"}
+    assert len(expected) >= 5
+    assert got == expected
+
+
+def test_findings_carry_fix_layer_and_remediation(fixtures_dir: Path, vulndb: VulnDB) -> None:
+    inv = catalog_image(str(fixtures_dir / "images" / "trivy-image3_gz_layers.tar"))
+    findings = match(inv, vulndb)
+    assert findings
+    for f in findings:
+        assert f.fixed_version and f.package.layer_digest.startswith("sha256:")
+        assert f.remediation.startswith(f"upgrade {f.package.name}")
+        assert f" to {f.fixed_version} " in f.remediation
+
+
+def test_kev_flag_from_the_catalog(vulndb: VulnDB) -> None:
+    with tarfile.open(VULN / "cisagov+kev-data.tar.gz") as tf:
+        doc = json.load(tf.extractfile("cisagov+kev-data/known_exploited_vulnerabilities.json"))  # type: ignore[arg-type]
+    cves = [v["cveID"] for v in doc["vulnerabilities"]]
+    assert all(vulndb.kev(c) for c in cves[:200])
+    assert not vulndb.kev("CVE-1999-0001-not-a-cve")
+
+
+def test_bad_feed_records_are_counted_not_fatal(tmp_path: Path) -> None:
+    feed = tmp_path / "feed" / "vulns" / "x"
+    feed.mkdir(parents=True)
+    (feed / "GOOD-1.yaml").write_text(
+        "id: GOOD-1\naffected:\n- package: {name: Flask, ecosystem: PyPI}\n"
+        "  ranges: [{type: ECOSYSTEM, events: [{introduced: '0'}, {fixed: 2.0.0}]}]\n"
+    )
+    (feed / "BAD-1.yaml").write_text("id: BAD-1\naffected:\n- package: {name: x, ecosystem: NotAnEcosystem}\n")
+    (feed / "BAD-2.yaml").write_text(": : not yaml [\n")
+    (feed / "BAD-3.yaml").write_text("- just a list\n")
+    dest = tmp_path / "v.db"
+    rep = build([tmp_path / "feed"], dest)
+    st = rep.sources["feed"]
+    assert (st.records, st.bad) == (1, 3)
+    assert any("unknown ecosystem 'NotAnEcosystem'" in e for e in st.errors)
+    db = VulnDB(dest)
+    assert [vid for vid, _ in db.affected("pypi", "", "flask")] == ["GOOD-1"]
+
+
+def test_failed_build_keeps_the_old_database(tmp_path: Path) -> None:
+    dest = tmp_path / "v.db"
+    good = tmp_path / "feed" / "vulns"
+    good.mkdir(parents=True)
+    (good / "A.yaml").write_text(
+        "id: A\naffected:\n- package: {name: a, ecosystem: PyPI}\n"
+        "  ranges: [{type: ECOSYSTEM, events: [{introduced: '0'}]}]\n"
+    )
+    build([tmp_path / "feed"], dest)
+    before = dest.read_bytes()
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 100)
+    with pytest.raises(Exception, match=r"broken\.tar\.gz"):
+        build([tmp_path / "feed", broken], dest)
+    assert dest.read_bytes() == before
+    assert not list(tmp_path.glob(".vuln-*"))
+
+
+def test_scan_cli_gate(fixtures_dir: Path, vulndb: VulnDB, tmp_path: Path) -> None:
+    image = str(fixtures_dir / "images" / "trivy-alpine-311.tar.gz")
+    cli = [sys.executable, "-m", "stockade.cli.main", "scan", "--db", str(vulndb.path), "-q"]
+    ok = subprocess.run([*cli, "-f", "json", image], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    ids = {f["id"] for f in doc["findings"]}
+    assert ids
+    gate = subprocess.run([*cli, "--exit-code", "4", "-f", "sarif", image], capture_output=True, text=True)
+    assert gate.returncode == 4
+    sarif = json.loads(gate.stdout)
+    assert {r["ruleId"] for r in sarif["runs"][0]["results"]} == ids
+    ignore = tmp_path / ".stockadeignore"
+    ignore.write_text("\n".join(f"{i}  # accepted risk" for i in ids) + "\n")
+    quiet = subprocess.run(
+        [*cli, "--exit-code", "4", "--ignorefile", str(ignore), "-f", "json", image], capture_output=True, text=True
+    )
+    assert quiet.returncode == 0 and json.loads(quiet.stdout)["findings"] == []
+    shown = subprocess.run(
+        [*cli, "--ignorefile", str(ignore), "--show-suppressed", "-f", "json", image], capture_output=True, text=True
+    )
+    assert all("accepted risk" in f["suppressed"] for f in json.loads(shown.stdout)["findings"])
