@@ -219,3 +219,65 @@ def test_scan_cli_gate(fixtures_dir: Path, vulndb: VulnDB, tmp_path: Path) -> No
         [*cli, "--ignorefile", str(ignore), "--show-suppressed", "-f", "json", image], capture_output=True, text=True
     )
     assert all("accepted risk" in f["suppressed"] for f in json.loads(shown.stdout)["findings"])
+
+
+def _adv_db(tmp_path: Path, files: dict[str, str]) -> VulnDB:
+    for rel, content in files.items():
+        (tmp_path / "feeds" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "feeds" / rel).write_text(content)
+    build([tmp_path / "feeds"], tmp_path / "v.db")
+    return VulnDB(tmp_path / "v.db")
+
+
+def _find(db: VulnDB, eco: str, name: str, version: str, ns: str = "") -> dict[str, str]:
+    from stockade.match.matcher import match_package
+    from stockade.model import OSInfo, Package
+
+    os_info = OSInfo("debian", "12") if eco == "deb" else None
+    p = Package(name=name, version=version, ecosystem=eco, source_name=name if eco == "deb" else "")
+    return {f.vuln_id: f.fixed_version for f in match_package(db, p, os_info, [])}
+
+
+def test_native_formats_from_the_real_archives(vulndb: VulnDB) -> None:
+    """Cases read off the advisory files themselves."""
+    # rubysec gems/resque/CVE-2023-50725.yml: patched >= 2.2.1 (and unaffected < 1.1.0 is not in this file)
+    assert _find(vulndb, "gem", "resque", "2.2.0").get("CVE-2023-50725") == "2.2.1"
+    assert "CVE-2023-50725" not in _find(vulndb, "gem", "resque", "2.2.1")
+    # nodejs-wg vuln/npm/1.json: bassmaster <=1.5.1 vulnerable, >=1.5.2 patched
+    assert _find(vulndb, "npm", "bassmaster", "1.5.1").get("NSWG-ECO-1") == "1.5.2"
+    assert "NSWG-ECO-1" not in _find(vulndb, "npm", "bassmaster", "1.5.2")
+    # FriendsOfPHP cakephp/cakephp/2015-08-06.yaml: 2.6.x vulnerable below 2.6.11
+    found = _find(vulndb, "composer", "cakephp/cakephp", "2.6.10")
+    assert any(k.startswith("PHPSEC-cakephp/cakephp-2015-08-06") for k in found)
+    assert not any(
+        k.startswith("PHPSEC-cakephp/cakephp-2015-08-06")
+        for k in _find(vulndb, "composer", "cakephp/cakephp", "2.6.11")
+    )
+
+
+def test_dsa_list(tmp_path: Path) -> None:
+    db = _adv_db(
+        tmp_path,
+        {
+            "data/DSA/list": (
+                "[29 Mar 2023] DSA-5380-1 xorg-server - security update\n\t{CVE-2023-1393}\n"
+                "\t[bookworm] - xorg-server 2:21.1.7-1\n\t[bullseye] - xorg-server 2:1.20.11-1+deb11u6\n"
+                "[27 Mar 2023] DSA-5379-1 dino-im - security update\n\t{CVE-2023-28686}\n"
+                "\t[bookworm] - dino-im <not-affected>\n"
+            )
+        },
+    )
+    assert _find(db, "deb", "xorg-server", "2:21.1.6-1") == {"DSA-5380-1": "2:21.1.7-1"}
+    assert _find(db, "deb", "xorg-server", "2:21.1.7-1") == {}
+    assert _find(db, "deb", "dino-im", "0.1") == {}
+
+
+def test_constraint_expressions() -> None:
+    from stockade.match.constraints import satisfies
+
+    assert satisfies("gem", "4.2.11.1", "~> 4.2.11, >= 4.2.11.1")
+    assert not satisfies("gem", "4.3.0", "~> 4.2.11")
+    assert satisfies("npm", "2.0.1", ">=1.0.0 <1.2.3 || >=2.0.0")
+    assert not satisfies("npm", "1.5.0", ">=1.0.0 <1.2.3 || >=2.0.0")
+    assert satisfies("npm", "1.9.9", "^1.2.3") and not satisfies("npm", "2.0.0", "^1.2.3")
+    assert satisfies("composer", "2.6.10", ">=2.6.0 <2.6.11")

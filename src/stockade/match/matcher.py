@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from stockade.match.constraints import lowest_fix, satisfies
 from stockade.match.versions import VersionError, compare
 from stockade.model import Finding, Inventory, OSInfo, Package
 from stockade.vulndb.feeds.osv import package_key
@@ -48,6 +49,12 @@ def os_namespace(os_info: OSInfo | None, ecosystem: str) -> str | None:
 
 def _in_range(eco: str, version: str, aff: Affected) -> tuple[bool, str]:
     """Whether ``version`` is affected, and the fixed version of the range that says so."""
+    if aff.vulnerable or aff.safe:
+        if aff.vulnerable and not any(satisfies(eco, version, e) for e in aff.vulnerable):
+            return False, ""
+        if any(satisfies(eco, version, e) for e in aff.safe):
+            return False, ""
+        return True, lowest_fix(eco, version, aff.safe)
     if version in aff.versions:
         fixes = [f for _, f, _ in aff.ranges if f]
         return True, fixes[0] if len(fixes) == 1 else ""
@@ -103,6 +110,9 @@ def match_package(db: VulnDB, p: Package, os_info: OSInfo | None, warnings: list
     findings = []
     for vid, (fixed, aff) in best.items():
         v = db.vuln(vid)
+        cve_aliases = [a for a in v["aliases"] if a.startswith("CVE-")]
+        if not vid.startswith("CVE-") and cve_aliases and all(a in best for a in cve_aliases):
+            continue  # a DSA/DLA whose CVEs are all reported for this package already
         cves = [a for a in [vid, *v["aliases"]] if a.startswith("CVE-")]
         severity = aff.severity or v["severity"] or from_score(v["cvss_score"])
         score, vector = v["cvss_score"], v["cvss_vector"]

@@ -17,7 +17,7 @@ import orjson
 import yaml
 
 from stockade.model import StockadeError
-from stockade.vulndb.feeds import kev, osv, oval, secdb
+from stockade.vulndb.feeds import kev, native, osv, oval, secdb
 from stockade.vulndb.feeds.osv import FeedError
 from stockade.vulndb.store import Advisory, Writer
 
@@ -65,6 +65,14 @@ def _kind(path: str) -> str | None:
         return "osv-json"
     if path.endswith((".yaml", ".yml")) and "/vulns/" in f"/{path}":
         return "osv-yaml"
+    if path.endswith(".yml") and "/gems/" in f"/{path}":
+        return "rubysec"
+    if path.endswith(".yaml") and path.count("/") >= 3 and "security-advisories" in path.split("/")[0]:
+        return "friendsofphp"
+    if path.endswith(".json") and "/vuln/npm/" in f"/{path}":
+        return "nodejs-wg"
+    if re.search(r"(^|/)data/(DSA|DLA)/list$", path):
+        return "debian-dsa"
     return None
 
 
@@ -74,6 +82,9 @@ def _source_name(path: str, origin: str) -> str:
         return f"{origin}/debian-{path.rsplit('-', 1)[-1].split('.')[0]}"
     if "/alpine/" in f"/{path}":
         return f"{origin}/alpine"
+    m = re.search(r"data/(DSA|DLA)/list$", path)
+    if m:
+        return f"{origin}/{m.group(1)}"
     return origin
 
 
@@ -111,7 +122,7 @@ def _iter_input(src: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]], int]]
 
 
 def _load(kind: str, data: bytes) -> Any:
-    if kind == "osv-yaml":
+    if kind in ("osv-yaml", "rubysec", "friendsofphp"):
         return yaml.load(data, Loader=_YAML_LOADER)
     return orjson.loads(data)
 
@@ -181,6 +192,13 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
             stats.fail(path, e)
         return
     data = opener().read()
+    if kind == "debian-dsa":
+        errors = []
+        for adv in native.debian_security_list(data.decode("utf-8", "replace"), stats.name, errors):
+            add(adv)
+        for e in errors:
+            stats.fail(path, e)
+        return
     doc = _load(kind, data)
     if kind == "kev":
         rows = kev.parse(doc)
@@ -192,5 +210,11 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
             add(adv)
         for e in errors:
             stats.fail(path, e)
+    elif kind == "rubysec":
+        add(native.rubysec(doc, stats.name, path))
+    elif kind == "friendsofphp":
+        add(native.friendsofphp(doc, stats.name, path))
+    elif kind == "nodejs-wg":
+        add(native.nodejs_wg(doc, stats.name))
     else:
         add(osv.parse(doc, stats.name))

@@ -18,7 +18,7 @@ import orjson
 
 from stockade.model import StockadeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS vulns(
 );
 CREATE TABLE IF NOT EXISTS affected(
     vuln_id TEXT, source TEXT, ecosystem TEXT, namespace TEXT, package TEXT, ranges TEXT, versions TEXT,
-    severity TEXT
+    severity TEXT, vulnerable TEXT, safe TEXT
 );
 CREATE INDEX IF NOT EXISTS affected_pkg ON affected(ecosystem, namespace, package);
 CREATE TABLE IF NOT EXISTS kev(cve TEXT PRIMARY KEY, date_added TEXT, due_date TEXT, ransomware TEXT, name TEXT);
@@ -53,6 +53,10 @@ class Affected:
     ranges: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
     severity: str = ""  # the distro's own rating, when it gives one
+    # constraint expressions (match/constraints.py): affected when it satisfies one of ``vulnerable``
+    # (or there are none) and none of ``safe``; used by RubySec, Packagist and the Node.js WG feed
+    vulnerable: list[str] = field(default_factory=list)
+    safe: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -112,7 +116,7 @@ class Writer:
             ),
         )
         self.con.executemany(
-            "INSERT INTO affected VALUES(?,?,?,?,?,?,?,?)",
+            "INSERT INTO affected VALUES(?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     adv.id,
@@ -123,6 +127,8 @@ class Writer:
                     orjson.dumps(a.ranges).decode(),
                     orjson.dumps(a.versions).decode() if a.versions else None,
                     a.severity,
+                    orjson.dumps(a.vulnerable).decode() if a.vulnerable else None,
+                    orjson.dumps(a.safe).decode() if a.safe else None,
                 )
                 for a in adv.affected
             ],
@@ -173,10 +179,11 @@ class VulnDB:
 
     def affected(self, ecosystem: str, namespace: str, package: str) -> Iterator[tuple[str, Affected]]:
         cur = self.con.execute(
-            "SELECT vuln_id, ranges, versions, severity FROM affected WHERE ecosystem=? AND namespace=? AND package=?",
+            "SELECT vuln_id, ranges, versions, severity, vulnerable, safe FROM affected"
+            " WHERE ecosystem=? AND namespace=? AND package=?",
             (ecosystem, namespace, package),
         )
-        for vid, ranges, versions, severity in cur:
+        for vid, ranges, versions, severity, vulnerable, safe in cur:
             yield (
                 vid,
                 Affected(
@@ -186,6 +193,8 @@ class VulnDB:
                     [tuple(r) for r in orjson.loads(ranges)],
                     orjson.loads(versions) if versions else [],
                     severity or "",
+                    orjson.loads(vulnerable) if vulnerable else [],
+                    orjson.loads(safe) if safe else [],
                 ),
             )
 
