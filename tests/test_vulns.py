@@ -281,3 +281,64 @@ def test_constraint_expressions() -> None:
     assert not satisfies("npm", "1.5.0", ">=1.0.0 <1.2.3 || >=2.0.0")
     assert satisfies("npm", "1.9.9", "^1.2.3") and not satisfies("npm", "2.0.0", "^1.2.3")
     assert satisfies("composer", "2.6.10", ">=2.6.0 <2.6.11")
+
+
+@pytest.mark.parametrize(
+    "family, member, release, package",
+    [
+        ("redhat", "pschou+oval/redhat/com.redhat.rhsa-RHEL9.xml", "9", "openssl"),
+        # this file is named -8 but its definitions say "Rocky Linux 9" (and el9 versions): the platform wins
+        ("rocky", "pschou+oval/rocky/org.rockylinux.rlsa-8.xml", "9", "nodejs"),
+    ],
+)
+def test_rpm_oval_errata(tmp_path: Path, family: str, member: str, release: str, package: str) -> None:
+    """The oracle is each definition's criterion text, '<rpm> is earlier than <EVR>', read here by regex."""
+    from stockade.match.matcher import match_package
+    from stockade.model import OSInfo, Package
+
+    with tarfile.open(VULN / "pschou+oval.tar.gz") as tf:
+        xml = tf.extractfile(member).read().decode()  # type: ignore[union-attr]
+    one = tmp_path / "feed" / member.split("/", 1)[1]
+    one.parent.mkdir(parents=True)
+    one.write_text(xml)
+    build([tmp_path / "feed"], tmp_path / "v.db")
+    vulndb = VulnDB(tmp_path / "v.db")
+    expected: dict[str, str] = {}
+    for block in (b.split("</definition>")[0] for b in xml.split("<definition ")[1:]):
+        erratum = re.search(r'<reference ref_id="((?:RHSA|RHBA|RLSA)-[^"]+)"', block)
+        fix = re.search(rf'comment="{re.escape(package)} is earlier than ([^"]+)"', block)
+        if erratum and fix:
+            expected[erratum.group(1)] = fix.group(1)
+    assert expected
+    oldest = Package(name=package, version="0.1-1", ecosystem="rpm")
+    found = {f.vuln_id: f.fixed_version for f in match_package(vulndb, oldest, OSInfo(family, f"{release}.2"), [])}
+    assert found == expected
+    newest = max(expected.values(), key=lambda v: tuple(int(x) for x in re.findall(r"\d+", v)))
+    current = Package(name=package, version=newest.removeprefix("0:"), ecosystem="rpm")
+    assert not {vid for vid in match_package(vulndb, current, OSInfo(family, release), []) if vid in expected}
+
+
+def test_rocky9_file_without_comments_is_imported_whole(vulndb: VulnDB) -> None:
+    with tarfile.open(VULN / "pschou+oval.tar.gz") as tf:
+        xml = tf.extractfile("pschou+oval/rocky/org.rockylinux.rlsa-9.xml").read().decode()  # type: ignore[union-attr]
+    definitions = xml.count("<definition ")
+    rocky9 = next(s for s in vulndb.sources() if s["name"] == "pschou+oval/rocky-9")
+    assert (rocky9["records"], rocky9["bad"]) == (definitions, 0)
+
+
+def test_almalinux_osv(vulndb: VulnDB) -> None:
+    """Every ALSA/ALBA record naming grub2-common for AlmaLinux 9 applies to an old enough grub2-common."""
+    from stockade.match.matcher import match_package
+    from stockade.model import OSInfo, Package
+
+    expected = set()
+    with tarfile.open(VULN / "AlmaLinux+osv-database.tar.gz") as tf:
+        for m in tf:
+            if "/almalinux9/" in m.name and m.name.endswith(".json"):
+                doc = json.load(tf.extractfile(m))  # type: ignore[arg-type]
+                if any(a["package"]["name"] == "grub2-common" for a in doc["affected"]):
+                    expected.add(doc["id"])
+    assert len(expected) >= 3
+    pkg = Package(name="grub2-common", version="1:2.00-1.el9", ecosystem="rpm")
+    found = {f.vuln_id for f in match_package(vulndb, pkg, OSInfo("alma", "9.3"), [])}
+    assert found == expected

@@ -56,6 +56,8 @@ def _kind(path: str) -> str | None:
         return "secdb"
     if re.search(r"oval-definitions-[a-z]+\.xml(\.bz2)?$", path) and "/debian/" in f"/{path}":
         return "debian-oval"
+    if re.search(r"(^|/)(redhat|rocky|alma|oracle)/[^/]+\.xml(\.bz2)?$", path):
+        return "rpm-oval"
     if path.endswith(".json") and (
         "/data/osv/" in f"/{path}"
         or "/osv-branch/" in f"/{path}"
@@ -82,6 +84,9 @@ def _source_name(path: str, origin: str) -> str:
         return f"{origin}/debian-{path.rsplit('-', 1)[-1].split('.')[0]}"
     if "/alpine/" in f"/{path}":
         return f"{origin}/alpine"
+    m_rpm = re.search(r"(redhat|rocky|alma|oracle)/([^/]+?)\.xml", path)
+    if m_rpm:
+        return f"{origin}/{m_rpm.group(1)}-{m_rpm.group(2).rsplit('-', 1)[-1]}"
     m = re.search(r"data/(DSA|DLA)/list$", path)
     if m:
         return f"{origin}/{m.group(1)}"
@@ -182,6 +187,17 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
         writer.add(adv)
         stats.records += 1
 
+    if kind == "rpm-oval":
+        raw = opener()
+        rstream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw
+        family = re.search(r"(redhat|rocky|alma|oracle)/", path).group(1)  # type: ignore[union-attr]
+        rerrors: list[str] = []
+        release = re.search(r"-(\d+)\.xml", path)  # com.redhat.rhsa-RHEL9.xml, org.rockylinux.rlsa-9.xml
+        for adv in oval.parse_rpm(rstream, stats.name, family, rerrors, release.group(1) if release else ""):
+            add(adv)
+        for e in rerrors:
+            stats.fail(path, e)
+        return
     if kind == "debian-oval":
         raw = opener()
         stream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw

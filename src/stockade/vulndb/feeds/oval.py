@@ -8,6 +8,7 @@ from typing import IO
 from xml.etree.ElementTree import iterparse
 
 from stockade.vulndb.feeds.osv import FeedError
+from stockade.vulndb.severity import normalize, score_vector
 from stockade.vulndb.store import Advisory, Affected
 
 _NS = "{http://oval.mitre.org/XMLSchema/oval-definitions-5}"
@@ -65,3 +66,87 @@ def parse_debian(stream: IO[bytes], source: str, errors: list[str]) -> Iterator[
             errors.append(f"{cve} {product}: no version test")
             continue
         yield Advisory(id=cve, source=source, summary=desc[:2000], affected=[Affected("deb", ns, product, ranges[:1])])
+
+
+_RED = "{http://oval.mitre.org/XMLSchema/oval-definitions-5#linux}"
+_MAJOR = re.compile(r"(\d+)")
+
+
+def parse_rpm(
+    stream: IO[bytes], source: str, family: str, errors: list[str], default_release: str = ""
+) -> Iterator[Advisory]:
+    """Red Hat style OVAL (RHEL, Rocky, Alma, Oracle): one definition per erratum, "<rpm> is earlier than EVR"."""
+    defs: list[tuple[Advisory, str, list[str]]] = []
+    tests: dict[str, tuple[str, str]] = {}
+    objects: dict[str, str] = {}
+    states: dict[str, str] = {}
+    for _, el in iterparse(stream, events=("end",)):
+        tag = el.tag
+        if tag == f"{_NS}definition":
+            meta = el.find(f"{_NS}metadata")
+            if meta is None:
+                el.clear()
+                continue
+            refs = meta.findall(f"{_NS}reference")
+            erratum = next(
+                (r.get("ref_id", "") for r in refs if r.get("source") in ("RHSA", "ELSA", "RLSA", "ALSA")), ""
+            )
+            cves = [r.get("ref_id", "") for r in refs if r.get("source") == "CVE"]
+            platform = meta.findtext(f"{_NS}affected/{_NS}platform") or ""
+            adv_el = meta.find(f"{_NS}advisory")
+            severity = (adv_el.findtext(f"{_NS}severity") if adv_el is not None else "") or ""
+            vector = ""
+            if adv_el is not None:
+                for c in adv_el.findall(f"{_NS}cve"):
+                    v = c.get("cvss3", "")
+                    if "/" in v:
+                        vector = v.split("/", 1)[1]
+                        break
+            m = _MAJOR.search(platform) or _MAJOR.search(default_release)
+            vid = erratum or (cves[0] if cves else "")
+            if not vid or not m:
+                errors.append(f"definition {el.get('id')}: no erratum id or platform release")
+            else:
+                title = meta.findtext(f"{_NS}title") or ""
+                adv = Advisory(
+                    id=vid,
+                    source=source,
+                    aliases=[c for c in cves if c != vid],
+                    summary=title[:2000],
+                    severity=normalize(severity) if severity else "UNKNOWN",
+                    cvss_vector=vector,
+                    cvss_score=score_vector(vector) if vector else None,
+                    references=[r.get("ref_url", "") for r in refs][:5],
+                )
+                defs.append(
+                    (adv, f"{family}:{m.group(1)}", [c.get("test_ref", "") for c in el.iter(f"{_NS}criterion")])
+                )
+            el.clear()
+        elif tag == f"{_RED}rpminfo_test":
+            obj = el.find(f"{_RED}object")
+            ste = el.find(f"{_RED}state")
+            if obj is not None and ste is not None:
+                tests[el.get("id", "")] = (obj.get("object_ref", ""), ste.get("state_ref", ""))
+            el.clear()
+        elif tag == f"{_RED}rpminfo_object":
+            objects[el.get("id", "")] = el.findtext(f"{_RED}name") or ""
+            el.clear()
+        elif tag == f"{_RED}rpminfo_state":
+            evr = el.find(f"{_RED}evr")
+            if evr is not None and evr.get("operation") == "less than":
+                states[el.get("id", "")] = (evr.text or "").strip()
+            el.clear()
+    if not defs:
+        raise FeedError("no rpm OVAL definitions found")
+    for adv, ns, refs in defs:
+        seen: set[str] = set()
+        for ref in refs:
+            if ref not in tests:
+                continue
+            obj, ste = tests[ref]
+            name, fixed = objects.get(obj), states.get(ste)
+            if name and fixed and name not in seen:
+                seen.add(name)
+                adv.affected.append(Affected("rpm", ns, name, [("0", fixed, None)]))
+        if adv.affected:
+            yield adv
