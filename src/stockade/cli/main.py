@@ -311,5 +311,97 @@ def db_status(
         typer.echo(f"  {s['name']:52} {s['records']:>7} records  {s['bad']:>5} bad  imported {s['imported_at']}")
 
 
+@db_app.command("update")
+def db_update(
+    db: Annotated[Path | None, typer.Option(help="Database to rebuild")] = None,
+    feed_dir: Annotated[
+        Path | None, typer.Option(help="Where downloaded feeds are kept (default next to the DB)")
+    ] = None,
+    feeds: Annotated[
+        Path | None, typer.Option(help="Feeds file (YAML list of name, url, path) instead of the defaults")
+    ] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Fetch only these feeds (by name); repeatable")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Download the feeds from their publishers (conditional, retried, resumable) and rebuild the database."""
+    from stockade.vulndb.build import build
+    from stockade.vulndb.store import default_db_path
+    from stockade.vulndb.update import default_feeds, load_feeds, update
+
+    dest = db or default_db_path()
+    root = feed_dir or dest.parent / "feeds"
+    try:
+        chosen = load_feeds(feeds) if feeds else default_feeds()
+        if only:
+            chosen = [f for f in chosen if f.name in set(only)]
+        results = update(
+            chosen,
+            root,
+            progress=None
+            if quiet
+            else (
+                lambda r: _err(
+                    f"  {r.feed}: {r.status}"
+                    + (f" ({r.bytes} bytes)" if r.bytes else "")
+                    + (f" [red]{r.detail}[/]" if r.detail else "")
+                )
+            ),
+        )
+        failed = [r for r in results if r.status == "failed"]
+        if failed and len(failed) == len(results) and not dest.exists():
+            _err("[red]error:[/] no feed could be fetched")
+            raise typer.Exit(EXIT_INPUT)
+        if dest.exists() and all(r.status == "not modified" for r in results):
+            if not quiet:
+                _err(f"{dest}: every feed unchanged; database kept")
+            return
+        rep = build([root], dest)
+    except StockadeError as exc:
+        _err(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    if not quiet:
+        _err(
+            f"{dest}: rebuilt from {len(rep.sources)} sources"
+            + (f"; {len(failed)} feeds failed and kept their previous copy" if failed else "")
+        )
+    if failed:
+        raise typer.Exit(EXIT_INPUT)
+
+
+@db_app.command("export")
+def db_export(
+    out: Annotated[Path, typer.Argument(help="Bundle to write (.tar.zst)")],
+    db: Annotated[Path | None, typer.Option(help="Database to export")] = None,
+) -> None:
+    """Write the database as one compressed bundle for an air-gapped site; prints its sha256."""
+    from stockade.vulndb.bundle import export
+    from stockade.vulndb.store import default_db_path
+
+    try:
+        digest = export(db or default_db_path(), out)
+    except StockadeError as exc:
+        _err(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    typer.echo(f"sha256:{digest}  {out}")
+
+
+@db_app.command("import")
+def db_import(
+    bundle: Annotated[Path, typer.Argument(help="Bundle written by 'stockade db export'")],
+    digest: Annotated[str | None, typer.Option(help="Expected sha256 of the bundle (from the exporting side)")] = None,
+    db: Annotated[Path | None, typer.Option(help="Database to replace")] = None,
+) -> None:
+    """Verify a bundle and install its database."""
+    from stockade.vulndb.bundle import import_bundle
+    from stockade.vulndb.store import default_db_path
+
+    try:
+        manifest = import_bundle(bundle, db or default_db_path(), digest)
+    except StockadeError as exc:
+        _err(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    typer.echo(f"imported database built {manifest.get('built_at')} ({len(manifest.get('sources', []))} sources)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

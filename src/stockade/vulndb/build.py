@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import bz2
+import gzip
 import os
 import posixpath
 import re
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ import orjson
 import yaml
 
 from stockade.model import StockadeError
-from stockade.vulndb.feeds import kev, native, osv, oval, secdb
+from stockade.vulndb.feeds import enrich, kev, native, osv, oval, secdb
 from stockade.vulndb.feeds.osv import FeedError
 from stockade.vulndb.store import Advisory, Writer
 
@@ -50,6 +52,8 @@ class BuildReport:
 def _kind(path: str) -> str | None:
     """Which parser a file needs, from its place in the published repository layout."""
     base = posixpath.basename(path)
+    if base.endswith((".meta.json", ".part")) or base == "meta.json":
+        return None  # the updater's bookkeeping
     if base == "known_exploited_vulnerabilities.json":
         return "kev"
     if re.search(r"(^|/)alpine/(v[\d.]+|edge)/(main|community)\.json$", path):
@@ -75,6 +79,12 @@ def _kind(path: str) -> str | None:
         return "nodejs-wg"
     if re.search(r"(^|/)data/(DSA|DLA)/list$", path):
         return "debian-dsa"
+    if re.search(r"(^|/)epss/[^/]*\.csv(\.gz)?$", path):
+        return "epss"
+    if re.search(r"(^|/)nvd/[^/]+\.json$", path):
+        return "nvd"
+    if path.endswith(".json") and re.search(r"(^|/)osv-[^/]+/", path):  # osv.dev all.zip, unpacked by update
+        return "osv-json"
     return None
 
 
@@ -90,7 +100,8 @@ def _source_name(path: str, origin: str) -> str:
     m = re.search(r"data/(DSA|DLA)/list$", path)
     if m:
         return f"{origin}/{m.group(1)}"
-    return origin
+    first = path.split("/", 1)[0]
+    return origin if first == origin or "/" not in path else f"{origin}/{first}"
 
 
 def _file_opener(p: Path) -> Callable[[], IO[bytes]]:
@@ -101,13 +112,35 @@ def _member_opener(f: IO[bytes]) -> Callable[[], IO[bytes]]:
     return lambda: f
 
 
+def _iter_zip(src: Path, prefix: str) -> Iterator[tuple[str, Callable[[], IO[bytes]], int]]:
+    """osv.dev publishes each ecosystem as all.zip: members are read as 'osv-<name>/<member>'."""
+    try:
+        with zipfile.ZipFile(src) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    yield f"{prefix}/{info.filename}", _zip_opener(zf, info), info.file_size
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise StockadeError(f"{src}: corrupt zip archive ({exc})") from None
+
+
+def _zip_opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], IO[bytes]]:
+    return lambda: zf.open(info)
+
+
 def _iter_input(src: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]], int]]:
-    """(relative path, opener, size) for every regular file of a directory or a tar archive."""
+    """(relative path, opener, size) for every regular file of a directory, a tar or a zip archive."""
     if src.is_dir():
-        for root, _dirs, files in os.walk(src):
-            for f in files:
+        for root, _dirs, files in sorted(os.walk(src)):
+            for f in sorted(files):
                 p = Path(root) / f
-                yield p.relative_to(src).as_posix(), _file_opener(p), p.stat().st_size
+                rel = p.relative_to(src).as_posix()
+                if f.endswith(".zip"):
+                    yield from _iter_zip(p, f"osv-{p.parent.name}")
+                    continue
+                yield rel, _file_opener(p), p.stat().st_size
+        return
+    if src.suffix == ".zip":
+        yield from _iter_zip(src, f"osv-{src.stem}")
         return
     try:
         tf = tarfile.open(src, mode="r|*")  # noqa: SIM115 - closed by the with below
@@ -208,6 +241,16 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
             stats.fail(path, e)
         return
     data = opener().read()
+    if kind == "epss":
+        text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8", "replace")
+        scores = enrich.epss_csv(text)
+        writer.epss(scores)
+        stats.records += len(scores)
+        return
+    if kind == "nvd":
+        for adv in enrich.nvd_page(orjson.loads(data), stats.name):
+            add(adv)
+        return
     if kind == "debian-dsa":
         errors = []
         for adv in native.debian_security_list(data.decode("utf-8", "replace"), stats.name, errors):
