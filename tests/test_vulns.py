@@ -342,3 +342,109 @@ def test_almalinux_osv(vulndb: VulnDB) -> None:
     pkg = Package(name="grub2-common", version="1:2.00-1.el9", ecosystem="rpm")
     found = {f.vuln_id for f in match_package(vulndb, pkg, OSInfo("alma", "9.3"), [])}
     assert found == expected
+
+
+def _alpine_scan(fixtures_dir: Path, vulndb: VulnDB, *extra: str) -> subprocess.CompletedProcess[str]:
+    image = str(fixtures_dir / "images" / "trivy-alpine-311.tar.gz")
+    return subprocess.run(
+        [sys.executable, "-m", "stockade.cli.main", "scan", "--db", str(vulndb.path), *extra, image],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_openvex_and_cyclonedx_vex_silence_findings(fixtures_dir: Path, vulndb: VulnDB, tmp_path: Path) -> None:
+    base = json.loads(_alpine_scan(fixtures_dir, vulndb, "-q", "-f", "json").stdout)["findings"]
+    musl = [f for f in base if f["package"] == "musl"]
+    busybox = [f for f in base if f["package"] == "busybox"]
+    assert musl and busybox
+    openvex = tmp_path / "musl.openvex.json"
+    openvex.write_text(
+        json.dumps(
+            {
+                "@context": "https://openvex.dev/ns/v0.2.0",
+                "@id": "https://example.com/vex/1",
+                "author": "sec team",
+                "timestamp": "2026-11-01T00:00:00Z",
+                "version": 1,
+                "statements": [
+                    {
+                        "vulnerability": {"name": f["id"]},
+                        "products": [{"@id": f["purl"]}],
+                        "status": "not_affected",
+                        "justification": "vulnerable_code_not_in_execute_path",
+                    }
+                    for f in musl
+                ],
+            }
+        )
+    )
+    cdx_vex = tmp_path / "busybox.cdx.json"
+    cdx_vex.write_text(
+        json.dumps(
+            {
+                "bomFormat": "CycloneDX",
+                "specVersion": "1.6",
+                "version": 1,
+                "components": [{"bom-ref": "bb", "type": "library", "name": "busybox", "purl": busybox[0]["purl"]}],
+                "vulnerabilities": [
+                    {
+                        "id": f["id"],
+                        "analysis": {"state": "not_affected", "justification": "code_not_reachable"},
+                        "affects": [{"ref": "bb"}],
+                    }
+                    for f in busybox
+                ],
+            }
+        )
+    )
+    out = _alpine_scan(fixtures_dir, vulndb, "-q", "-f", "json", "--vex", str(openvex), "--vex", str(cdx_vex))
+    left = json.loads(out.stdout)["findings"]
+    assert {f["package"] for f in left} == {f["package"] for f in base} - {"musl", "busybox"}
+    shown = _alpine_scan(fixtures_dir, vulndb, "-q", "-f", "json", "--vex", str(openvex), "--show-suppressed")
+    reasons = {f["id"]: f.get("suppressed", "") for f in json.loads(shown.stdout)["findings"] if f["package"] == "musl"}
+    assert reasons and all("vulnerable_code_not_in_execute_path" in r for r in reasons.values())
+
+
+def test_cyclonedx_with_vulnerabilities_validates(fixtures_dir: Path, vulndb: VulnDB) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    out = _alpine_scan(fixtures_dir, vulndb, "-q", "-f", "cyclonedx")
+    assert out.returncode == 0, out.stderr
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(out.stdout) is None
+    doc = json.loads(out.stdout)
+    refs = {c["bom-ref"] for c in doc["components"]}
+    assert doc["vulnerabilities"] and all(a["ref"] in refs for v in doc["vulnerabilities"] for a in v["affects"])
+
+
+def test_severity_filter_unfixed_and_stale_db_warning(fixtures_dir: Path, vulndb: VulnDB) -> None:
+    everything = json.loads(_alpine_scan(fixtures_dir, vulndb, "-q", "-f", "json").stdout)["findings"]
+    sev = {f["severity"] for f in everything}
+    one = sorted(sev)[0]
+    only = json.loads(_alpine_scan(fixtures_dir, vulndb, "-q", "-f", "json", "--severity", one).stdout)["findings"]
+    assert only and {f["severity"] for f in only} == {one}
+    fixed = json.loads(_alpine_scan(fixtures_dir, vulndb, "-q", "-f", "json", "--ignore-unfixed").stdout)["findings"]
+    assert all(f["fixed_version"] for f in fixed)
+    bad = _alpine_scan(fixtures_dir, vulndb, "--severity", "SEVERE")
+    assert bad.returncode == 2 and "--severity takes" in bad.stderr
+    stale = _alpine_scan(fixtures_dir, vulndb, "-f", "json", "--max-db-age", "-1")
+    assert "the vulnerability database is" in stale.stderr and "stockade db update" in stale.stderr
+
+
+def test_missing_database_is_a_clear_error(fixtures_dir: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stockade.cli.main",
+            "scan",
+            "--db",
+            str(tmp_path / "none.db"),
+            str(fixtures_dir / "images" / "trivy-alpine-311.tar.gz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1 and "stockade db build" in out.stderr and "Traceback" not in out.stderr
