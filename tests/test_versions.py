@@ -176,3 +176,18 @@ def test_pep440_and_others() -> None:
     assert compare("composer", "v5.4.0", "5.4.1") == -1
     with pytest.raises(VersionError):
         compare("npm", "not.a.version!", "1.0.0")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(r"\A[0-9]{1,2}(\.[0-9]{1,2}){0,3}(\.(pre|rc|beta|a)[0-9]?)?(\.[0-9])?\Z"),
+    st.from_regex(r"\A[0-9]{1,2}(\.[0-9]{1,2}){0,3}(\.(pre|rc|beta|a)[0-9]?)?(\.[0-9])?\Z"),
+)
+def test_rubygems_against_univers(a: str, b: str) -> None:
+    """stockade's RubyGems comparison (written for speed) against univers' Gem::Version port."""
+    from univers.versions import RubygemsVersion
+
+    from stockade.match.versions import gem_compare
+
+    ua, ub = RubygemsVersion(a), RubygemsVersion(b)
+    assert gem_compare(a, b) == (ua > ub) - (ua < ub)

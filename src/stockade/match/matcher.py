@@ -86,7 +86,16 @@ def _remediation(p: Package, fixed: str, os_info: OSInfo | None) -> str:
     return f"upgrade {p.name} to {fixed} or later"
 
 
-def match_package(db: VulnDB, p: Package, os_info: OSInfo | None, warnings: list[str]) -> list[Finding]:
+_Hits = dict[str, tuple[str, Affected]]
+
+
+def match_package(
+    db: VulnDB,
+    p: Package,
+    os_info: OSInfo | None,
+    warnings: list[str],
+    memo: dict[tuple[str, ...], _Hits] | None = None,
+) -> list[Finding]:
     eco = p.ecosystem
     if eco in _OS_ECOSYSTEMS:
         ns = os_namespace(os_info, eco)
@@ -98,15 +107,20 @@ def match_package(db: VulnDB, p: Package, os_info: OSInfo | None, warnings: list
         ns, name, version = "", package_key(eco, p.name), p.version
     if not version:
         return []
-    best: dict[str, tuple[str, Affected]] = {}
-    for vid, aff in db.affected(eco, ns, name):
-        try:
-            hit, fixed = _in_range(eco, version, aff)
-        except VersionError as exc:
-            warnings.append(f"{p.name} {version}: {vid}: {exc}")
-            continue
-        if hit and (vid not in best or (fixed and not best[vid][0])):
-            best[vid] = (fixed, aff)
+    key = (eco, ns, name, version)
+    best = memo.get(key) if memo is not None else None
+    if best is None:  # binaries of one source package share the answer
+        best = {}
+        for vid, aff in db.affected(eco, ns, name):
+            try:
+                hit, fixed = _in_range(eco, version, aff)
+            except VersionError as exc:
+                warnings.append(f"{p.name} {version}: {vid}: {exc}")
+                continue
+            if hit and (vid not in best or (fixed and not best[vid][0])):
+                best[vid] = (fixed, aff)
+        if memo is not None:
+            memo[key] = best
     findings = []
     for vid, (fixed, aff) in best.items():
         v = db.vuln(vid)
@@ -148,8 +162,9 @@ def match(inv: Inventory, db: VulnDB) -> list[Finding]:
     """Every finding of every package, most severe first."""
     out: list[Finding] = []
     seen: set[tuple[str, str, str, str]] = set()
+    memo: dict[tuple[str, ...], _Hits] = {}
     for p in inv.packages:
-        for f in match_package(db, p, inv.os, inv.warnings):
+        for f in match_package(db, p, inv.os, inv.warnings, memo):
             key = (f.vuln_id, p.ecosystem, p.name, p.version)
             if key not in seen:
                 seen.add(key)

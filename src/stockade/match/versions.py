@@ -86,12 +86,39 @@ def _dpkg_split(v: str) -> tuple[int, str, str]:
     return epoch, upstream, revision
 
 
+_DPKG_PAD = 24
+_DPKG_RUNS = re.compile(r"(\D*)(\d*)")
+
+
+@lru_cache(maxsize=131072)
+def _dpkg_key(part: str) -> tuple[tuple[tuple[int, ...], int], ...] | None:
+    """A sort key equal to dpkg's order: (non-digit run, number) pairs, each run as character orders ended
+    by 0 (orders are never 0: '~' is -1), padded to a fixed length so that a missing pair compares as an
+    empty run and 0. None when the part has more runs than the padding (then the loop below decides)."""
+    pairs = []
+    for nd, num in _DPKG_RUNS.findall(part):
+        if not nd and not num:
+            continue
+        pairs.append(((*tuple(_dpkg_order(c) for c in nd), 0), int(num) if num else 0))
+    if len(pairs) > _DPKG_PAD:
+        return None
+    pairs += [((0,), 0)] * (_DPKG_PAD - len(pairs))
+    return tuple(pairs)
+
+
+def _dpkg_fast(a: str, b: str) -> int:
+    ka, kb = _dpkg_key(a), _dpkg_key(b)
+    if ka is None or kb is None:
+        return _dpkg_part(a, b)
+    return (ka > kb) - (ka < kb)
+
+
 def dpkg_compare(a: str, b: str) -> int:
     ea, ua, ra = _dpkg_split(a)
     eb, ub, rb = _dpkg_split(b)
     if ea != eb:
         return -1 if ea < eb else 1
-    return _dpkg_part(ua, ub) or _dpkg_part(ra, rb)
+    return _dpkg_fast(ua, ub) or _dpkg_fast(ra, rb)
 
 
 # --- rpm (rpmvercmp) ------------------------------------------------------------------------------------
@@ -267,7 +294,41 @@ def _univers(cls_name: str) -> Callable[[str, str], int]:
 
 maven_compare = _univers("MavenVersion")
 nuget_compare = _univers("NugetVersion")
-gem_compare = _univers("RubygemsVersion")
+
+
+# --- RubyGems (Gem::Version) by hand: univers recomputes canonical segments on every comparison ----------
+
+
+@lru_cache(maxsize=65536)
+def _gem_segments(v: str) -> tuple[int | str, ...]:
+    v = v.strip()
+    if not re.match(r"^[0-9]+(?:\.[0-9a-zA-Z]+)*(?:-[0-9A-Za-z.-]+)?$", v):
+        raise VersionError(f"not a RubyGems version: {v!r}")
+    v = v.replace("-", ".pre.")
+    segs: list[int | str] = [int(x) if x.isdigit() else x for x in re.findall(r"[0-9]+|[a-z]+", v.lower())]
+    # canonical form: trailing zeros dropped from the release part and from the prerelease part
+    first_str = next((i for i, x in enumerate(segs) if isinstance(x, str)), len(segs))
+    release, pre = segs[:first_str], segs[first_str:]
+    while release and release[-1] == 0:
+        release.pop()
+    while pre and pre[-1] == 0:
+        pre.pop()
+    return tuple(release + pre)
+
+
+def gem_compare(a: str, b: str) -> int:
+    sa, sb = _gem_segments(a), _gem_segments(b)
+    for x, y in zip_longest(sa, sb, fillvalue=0):
+        if x == y:
+            continue
+        if isinstance(x, str) and isinstance(y, int):
+            return -1
+        if isinstance(x, int) and isinstance(y, str):
+            return 1
+        return -1 if x < y else 1  # type: ignore[operator]
+    return 0
+
+
 _composer_compare = _univers("ComposerVersion")
 
 

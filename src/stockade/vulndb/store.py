@@ -173,6 +173,8 @@ class VulnDB:
         if not version or int(version[0]) != SCHEMA_VERSION:
             raise DBError(f"{self.path}: database schema {version and version[0]} is not {SCHEMA_VERSION}; rebuild it")
         self._vulns: dict[str, dict[str, Any]] = {}
+        self._kev: set[str] | None = None
+        self._epss: dict[str, float | None] = {}
 
     def close(self) -> None:
         self.con.close()
@@ -232,11 +234,15 @@ class VulnDB:
         return self._vulns[vid]
 
     def kev(self, cve: str) -> bool:
-        return self.con.execute("SELECT 1 FROM kev WHERE cve=?", (cve,)).fetchone() is not None
+        if self._kev is None:  # ~1,500 rows: one query, then set lookups
+            self._kev = {r[0] for r in self.con.execute("SELECT cve FROM kev")}
+        return cve in self._kev
 
     def epss(self, cve: str) -> float | None:
-        row = self.con.execute("SELECT score FROM epss WHERE cve=?", (cve,)).fetchone()
-        return float(row[0]) if row else None
+        if cve not in self._epss:
+            row = self.con.execute("SELECT score FROM epss WHERE cve=?", (cve,)).fetchone()
+            self._epss[cve] = float(row[0]) if row else None
+        return self._epss[cve]
 
     def meta(self, key: str) -> str | None:
         row = self.con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
