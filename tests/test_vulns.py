@@ -448,3 +448,52 @@ def test_missing_database_is_a_clear_error(fixtures_dir: Path, tmp_path: Path) -
         text=True,
     )
     assert out.returncode == 1 and "stockade db build" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ubuntu_usn_oval(vulndb: VulnDB) -> None:
+    """The join (definition -> test -> object -> constant variable of binaries; state -> fixed EVR) done
+    again here on the raw text with regular expressions, for 40 USNs of jammy."""
+    from stockade.match.matcher import match_package
+    from stockade.model import OSInfo, Package
+
+    with tarfile.open(VULN / "pschou+oval.tar.gz") as tf:
+        xml = tf.extractfile("pschou+oval/ubuntu/com.ubuntu.jammy.usn.oval.xml").read().decode()  # type: ignore[union-attr]
+    tests = dict(
+        (m[0], (m[1], m[2]))
+        for m in re.findall(
+            r'<linux:dpkginfo_test id="([^"]+)".*?object_ref="([^"]+)".*?state_ref="([^"]+)"', xml, re.DOTALL
+        )
+    )
+    objects = dict(re.findall(r'<linux:dpkginfo_object id="([^"]+)"[^>]*>\s*<linux:name var_ref="([^"]+)"', xml))
+    variables = {
+        vid: re.findall(r"<value>([^<]+)</value>", body)
+        for vid, body in re.findall(r'<constant_variable id="([^"]+)"[^>]*>(.*?)</constant_variable>', xml, re.DOTALL)
+    }
+    states = dict(
+        re.findall(r'<linux:dpkginfo_state id="([^"]+)"[^>]*>\s*<linux:evr[^>]*operation="less than">([^<]+)<', xml)
+    )
+    checked = 0
+    for block in re.findall(r'<definition id="[^"]+" version="1" class="patch">(.*?)</definition>', xml, re.DOTALL)[
+        :40
+    ]:
+        usn = re.search(r'source="USN" ref_id="([^"]+)"', block)
+        assert usn
+        for ref in re.findall(r'test_ref="([^"]+)"', block):
+            if ref not in tests or tests[ref][1] not in states:
+                continue
+            fixed = states[tests[ref][1]].removeprefix("0:")
+            for binary in variables.get(objects.get(tests[ref][0], ""), [])[:3]:
+                ours = {vid: aff.ranges for vid, aff in vulndb.affected("deb", "ubuntu:22.04", binary)}
+                vid = usn.group(1) if usn.group(1).startswith(("USN-", "LSN-")) else f"USN-{usn.group(1)}"
+                assert ours.get(vid) == [("0", fixed, None)], (binary, vid)
+                old = Package(
+                    name=binary,
+                    version="0.0.1",
+                    ecosystem="deb",
+                    source_name=f"src-of-{binary}",
+                    source_version="0.0.1",
+                )
+                found = {f.vuln_id for f in match_package(vulndb, old, OSInfo("ubuntu", "22.04"), [])}
+                assert vid in found
+                checked += 1
+    assert checked >= 40

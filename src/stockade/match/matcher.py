@@ -89,6 +89,32 @@ def _remediation(p: Package, fixed: str, os_info: OSInfo | None) -> str:
 _Hits = dict[str, tuple[str, Affected]]
 
 
+def _hits(
+    db: VulnDB,
+    eco: str,
+    ns: str,
+    name: str,
+    version: str,
+    warnings: list[str],
+    memo: dict[tuple[str, ...], _Hits] | None,
+) -> _Hits:
+    key = (eco, ns, name, version)
+    if memo is not None and key in memo:
+        return memo[key]  # binaries of one source package share the answer
+    best: _Hits = {}
+    for vid, aff in db.affected(eco, ns, name):
+        try:
+            hit, fixed = _in_range(eco, version, aff)
+        except VersionError as exc:
+            warnings.append(f"{name} {version}: {vid}: {exc}")
+            continue
+        if hit and (vid not in best or (fixed and not best[vid][0])):
+            best[vid] = (fixed, aff)
+    if memo is not None:
+        memo[key] = best
+    return best
+
+
 def match_package(
     db: VulnDB,
     p: Package,
@@ -101,26 +127,18 @@ def match_package(
         ns = os_namespace(os_info, eco)
         if ns is None:
             return []
-        name = p.source_name or p.name if eco in ("deb", "apk") else p.name
-        version = (p.source_version or p.version) if eco == "deb" else p.version
+        if eco in ("deb", "apk"):  # advisories name the source package, and its version
+            lookups = [(p.source_name or p.name, (p.source_version or p.version) if eco == "deb" else p.version)]
+            if ns.startswith("ubuntu:") and p.name != lookups[0][0]:
+                lookups.append((p.name, p.version))  # Ubuntu's USN OVAL names binary packages
+        else:
+            lookups = [(p.name, p.version)]
     else:
-        ns, name, version = "", package_key(eco, p.name), p.version
-    if not version:
-        return []
-    key = (eco, ns, name, version)
-    best = memo.get(key) if memo is not None else None
-    if best is None:  # binaries of one source package share the answer
-        best = {}
-        for vid, aff in db.affected(eco, ns, name):
-            try:
-                hit, fixed = _in_range(eco, version, aff)
-            except VersionError as exc:
-                warnings.append(f"{p.name} {version}: {vid}: {exc}")
-                continue
-            if hit and (vid not in best or (fixed and not best[vid][0])):
-                best[vid] = (fixed, aff)
-        if memo is not None:
-            memo[key] = best
+        ns, lookups = "", [(package_key(eco, p.name), p.version)]
+    best: _Hits = {}
+    for name, version in lookups:
+        if version:
+            best.update(_hits(db, eco, ns, name, version, warnings, memo))
     findings = []
     for vid, (fixed, aff) in best.items():
         v = db.vuln(vid)

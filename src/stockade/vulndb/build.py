@@ -60,6 +60,8 @@ def _kind(path: str) -> str | None:
         return "secdb"
     if re.search(r"oval-definitions-[a-z]+\.xml(\.bz2)?$", path) and "/debian/" in f"/{path}":
         return "debian-oval"
+    if re.search(r"com\.ubuntu\.[a-z]+\.usn\.oval\.xml(\.bz2)?$", path):
+        return "ubuntu-oval"
     if re.search(r"(^|/)(redhat|rocky|alma|oracle)/[^/]+\.xml(\.bz2)?$", path):
         return "rpm-oval"
     if path.endswith(".json") and (
@@ -90,6 +92,9 @@ def _kind(path: str) -> str | None:
 
 def _source_name(path: str, origin: str) -> str:
     """A source is named after its archive or top directory (e.g. golang+vulndb), plus the OVAL release."""
+    m_ub = re.search(r"com\.ubuntu\.([a-z]+)\.usn", path)
+    if m_ub:
+        return f"{origin}/ubuntu-{m_ub.group(1)}"
     if "debian/oval-definitions-" in path:
         return f"{origin}/debian-{path.rsplit('-', 1)[-1].split('.')[0]}"
     if "/alpine/" in f"/{path}":
@@ -229,6 +234,15 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
         for adv in oval.parse_rpm(rstream, stats.name, family, rerrors, release.group(1) if release else ""):
             add(adv)
         for e in rerrors:
+            stats.fail(path, e)
+        return
+    if kind == "ubuntu-oval":
+        raw = opener()
+        ustream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw
+        uerrors: list[str] = []
+        for adv in oval.parse_ubuntu(ustream, stats.name, uerrors):
+            add(adv)
+        for e in uerrors:
             stats.fail(path, e)
         return
     if kind == "debian-oval":

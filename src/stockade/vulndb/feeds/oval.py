@@ -150,3 +150,81 @@ def parse_rpm(
                 adv.affected.append(Affected("rpm", ns, name, [("0", fixed, None)]))
         if adv.affected:
             yield adv
+
+
+_UBUNTU_RELEASE = re.compile(r"Ubuntu (\d+\.\d+)")
+
+
+def parse_ubuntu(stream: IO[bytes], source: str, errors: list[str]) -> Iterator[Advisory]:
+    """Ubuntu USN OVAL: binary package names come from constant variables, one test per set of binaries."""
+    defs: list[tuple[Advisory, str, list[str]]] = []
+    tests: dict[str, tuple[str, str]] = {}
+    objects: dict[str, str] = {}  # object id -> variable id
+    variables: dict[str, list[str]] = {}
+    states: dict[str, str] = {}
+    release_title = ""  # "Check that Ubuntu 24.04 LTS (noble) is installed.": newer files have no <platform>
+    for _, el in iterparse(stream, events=("end",)):
+        tag = el.tag
+        if tag == f"{_NS}definition":
+            if el.get("class") == "inventory":
+                release_title = el.findtext(f"{_NS}metadata/{_NS}title") or release_title
+            if el.get("class") != "patch":
+                el.clear()
+                continue
+            meta = el.find(f"{_NS}metadata")
+            platform = meta.findtext(f"{_NS}affected/{_NS}platform") if meta is not None else ""
+            m = _UBUNTU_RELEASE.search(platform or "") or _UBUNTU_RELEASE.search(release_title)
+            refs = meta.findall(f"{_NS}reference") if meta is not None else []
+            usn = next((r.get("ref_id", "") for r in refs if r.get("source") == "USN"), "")
+            if meta is None or not m or not usn:
+                errors.append(f"definition {el.get('id')}: no USN id or Ubuntu release")
+                el.clear()
+                continue
+            adv_el = meta.find(f"{_NS}advisory")
+            severity = (adv_el.findtext(f"{_NS}severity") if adv_el is not None else "") or ""
+            adv = Advisory(
+                id=usn if usn.startswith(("USN-", "LSN-")) else f"USN-{usn}",
+                source=source,
+                aliases=[r.get("ref_id", "") for r in refs if r.get("source") == "CVE"],
+                summary=(meta.findtext(f"{_NS}title") or "")[:2000],
+                severity=normalize(severity) if severity else "UNKNOWN",
+                references=[r.get("ref_url", "") for r in refs if r.get("source") == "USN"],
+            )
+            defs.append((adv, f"ubuntu:{m.group(1)}", [c.get("test_ref", "") for c in el.iter(f"{_NS}criterion")]))
+            el.clear()
+        elif tag == f"{_LINUX}dpkginfo_test":
+            obj = el.find(f"{_LINUX}object")
+            ste = el.find(f"{_LINUX}state")
+            if obj is not None and ste is not None:
+                tests[el.get("id", "")] = (obj.get("object_ref", ""), ste.get("state_ref", ""))
+            el.clear()
+        elif tag == f"{_LINUX}dpkginfo_object":
+            name = el.find(f"{_LINUX}name")
+            if name is not None and name.get("var_ref"):
+                objects[el.get("id", "")] = name.get("var_ref", "")
+            el.clear()
+        elif tag == f"{_NS}constant_variable":
+            variables[el.get("id", "")] = [v.text or "" for v in el.findall(f"{_NS}value")]
+            el.clear()
+        elif tag == f"{_LINUX}dpkginfo_state":
+            evr = el.find(f"{_LINUX}evr")
+            if evr is not None and evr.get("operation") == "less than":
+                states[el.get("id", "")] = (evr.text or "").strip()
+            el.clear()
+    if not defs:
+        raise FeedError("no Ubuntu USN definitions found")
+    for adv, ns, refs in defs:
+        seen: set[str] = set()
+        for ref in refs:
+            if ref not in tests:
+                continue
+            obj, ste = tests[ref]
+            fixed = states.get(ste)
+            if not fixed:
+                continue  # kernel tests compare a computed variable: not a package version
+            for name in variables.get(objects.get(obj, ""), []):
+                if name and name not in seen:
+                    seen.add(name)
+                    adv.affected.append(Affected("deb", ns, name, [("0", fixed.removeprefix("0:"), None)]))
+        if adv.affected:
+            yield adv
