@@ -177,7 +177,18 @@ def test_os_detection_on_claircore_release_files(fixtures_dir: Path) -> None:
     by_trivy = 0
     for root in roots:
         inv = catalog_image(str(root), cache_dir=False)
-        doc = trivy_cyclonedx("rootfs", root)
+        osr_file, rh_file = root / "etc" / "os-release", root / "etc" / "redhat-release"
+        conflicting = (
+            osr_file.is_file()
+            and rh_file.is_file()
+            and (
+                platform._parse_os_release(osr_file.read_text().splitlines()).get("VERSION_ID", "")  # type: ignore[attr-defined]
+                not in rh_file.read_text()
+            )
+        )
+        # where os-release and redhat-release disagree (claircore's rhel/7 on purpose), Trivy's answer changes
+        # from run to run; stockade's rule is that os-release wins, checked against os-release below
+        doc = trivy_cyclonedx("rootfs", root) if not conflicting else {}
         trivy_os = [(c["name"], c.get("version")) for c in doc.get("components", []) if c["type"] == "operating-system"]
         if trivy_os:
             by_trivy += 1
@@ -187,5 +198,5 @@ def test_os_detection_on_claircore_release_files(fixtures_dir: Path) -> None:
         assert osr.is_file(), root
         kv = platform._parse_os_release(osr.read_text().splitlines())  # type: ignore[attr-defined]
         assert inv.os is not None and inv.os.name == kv.get("VERSION_ID", ""), root
-        assert kv["ID"] in (inv.os.family, {"rhel": "redhat"}.get(kv["ID"])), root
+        assert {"rhel": "redhat"}.get(kv["ID"], kv["ID"]) == inv.os.family, root
     assert by_trivy >= 40

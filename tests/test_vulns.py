@@ -172,7 +172,7 @@ def test_bad_feed_records_are_counted_not_fatal(tmp_path: Path) -> None:
     (feed / "BAD-3.yaml").write_text("- just a list\n")
     dest = tmp_path / "v.db"
     rep = build([tmp_path / "feed"], dest)
-    st = rep.sources["feed"]
+    st = rep.sources["feed/vulns"]
     assert (st.records, st.bad) == (1, 3)
     assert any("unknown ecosystem 'NotAnEcosystem'" in e for e in st.errors)
     db = VulnDB(dest)
