@@ -262,7 +262,8 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("build")
 def db_build(
-    sources: Annotated[list[Path], typer.Option("--from", help="Feed archive (tar.gz) or directory; repeatable")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Feed archives (tar.gz, zip) or directories")] = None,
+    from_: Annotated[list[Path] | None, typer.Option("--from", help="Same as the arguments; repeatable")] = None,
     db: Annotated[Path | None, typer.Option(help="Database to write")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -273,6 +274,10 @@ def db_build(
     from stockade.vulndb.store import default_db_path
 
     dest = db or default_db_path()
+    sources = [*(paths or []), *(from_ or [])]
+    if not sources:
+        _err("[red]error:[/] name at least one feed archive or directory")
+        raise typer.Exit(EXIT_USAGE)
     t0 = time.perf_counter()
     try:
         rep = build(sources, dest, None if quiet else (lambda name: _err(f"importing {name}")))
