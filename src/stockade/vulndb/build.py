@@ -225,31 +225,19 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
         writer.add(adv)
         stats.records += 1
 
-    if kind == "rpm-oval":
-        raw = opener()
-        rstream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw
-        family = re.search(r"(redhat|rocky|alma|oracle)/", path).group(1)  # type: ignore[union-attr]
-        rerrors: list[str] = []
-        release = re.search(r"-(\d+)\.xml", path)  # com.redhat.rhsa-RHEL9.xml, org.rockylinux.rlsa-9.xml
-        for adv in oval.parse_rpm(rstream, stats.name, family, rerrors, release.group(1) if release else ""):
-            add(adv)
-        for e in rerrors:
-            stats.fail(path, e)
-        return
-    if kind == "ubuntu-oval":
-        raw = opener()
-        ustream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw
-        uerrors: list[str] = []
-        for adv in oval.parse_ubuntu(ustream, stats.name, uerrors):
-            add(adv)
-        for e in uerrors:
-            stats.fail(path, e)
-        return
-    if kind == "debian-oval":
+    if kind in ("ubuntu-oval", "rpm-oval", "debian-oval"):
         raw = opener()
         stream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw
         errors: list[str] = []
-        for adv in oval.parse_debian(stream, stats.name, errors):
+        if kind == "ubuntu-oval":
+            advisories = oval.parse_ubuntu(stream, stats.name, errors)
+        elif kind == "debian-oval":
+            advisories = oval.parse_debian(stream, stats.name, errors)
+        else:
+            family = re.search(r"(redhat|rocky|alma|oracle)/", path).group(1)  # type: ignore[union-attr]
+            release = re.search(r"-(\d+)\.xml", path)  # com.redhat.rhsa-RHEL9.xml, org.rockylinux.rlsa-9.xml
+            advisories = oval.parse_rpm(stream, stats.name, family, errors, release.group(1) if release else "")
+        for adv in advisories:
             add(adv)
         for e in errors:
             stats.fail(path, e)
