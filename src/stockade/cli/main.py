@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +21,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    """A StockadeError (bad input, named in the message) becomes one red line and exit code 1."""
+    try:
+        yield
+    except StockadeError as exc:
+        _err(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
 
 
 def _err(message: str) -> None:
@@ -83,7 +95,7 @@ def sbom(
 
     limits = Limits(max_file_bytes=max_file_size * 1024**2)
     show_progress = not quiet and sys.stderr.isatty()
-    try:
+    with _input_errors():
         if show_progress:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn
@@ -107,9 +119,6 @@ def sbom(
             inv = catalog_image(
                 image, platform, limits, False if no_cache else (cache_dir or True), lockfiles=lockfiles
             )
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
     if not quiet:
         for w in inv.warnings:
             _err(f"[yellow]warning:[/] {w}")
@@ -175,7 +184,7 @@ def scan(
     if not wanted <= set(SEVERITIES):
         _err(f"[red]error:[/] --severity takes {', '.join(SEVERITIES)}")
         raise typer.Exit(EXIT_USAGE)
-    try:
+    with _input_errors():
         vdb = VulnDB(db)
         inv = catalog_image(image, platform, lockfiles=lockfiles)
         findings = match(inv, vdb)
@@ -186,9 +195,6 @@ def scan(
             rules += suppress.load_vex(doc)
         suppress.apply(findings, rules)
         built = vdb.meta("built_at") or ""
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
     if built and not quiet:
         age = datetime.now(UTC) - datetime.fromisoformat(built)
         if age.days > max_db_age:
@@ -279,11 +285,8 @@ def db_build(
         _err("[red]error:[/] name at least one feed archive or directory")
         raise typer.Exit(EXIT_USAGE)
     t0 = time.perf_counter()
-    try:
+    with _input_errors():
         rep = build(sources, dest, None if quiet else (lambda name: _err(f"importing {name}")))
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
     if not quiet:
         for st in rep.sources.values():
             _err(f"  {st.name}: {st.records} records" + (f", {st.bad} bad (first: {st.errors[0]})" if st.bad else ""))
@@ -300,11 +303,8 @@ def db_status(
 
     from stockade.vulndb.store import VulnDB
 
-    try:
+    with _input_errors():
         vdb = VulnDB(db)
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
     sources = vdb.sources()
     size = vdb.path.stat().st_size
     info: dict[str, Any] = {"path": str(vdb.path), "built_at": vdb.meta("built_at"), "size": size, "sources": sources}
@@ -335,7 +335,7 @@ def db_update(
 
     dest = db or default_db_path()
     root = feed_dir or dest.parent / "feeds"
-    try:
+    with _input_errors():
         chosen = load_feeds(feeds) if feeds else default_feeds()
         if only:
             chosen = [f for f in chosen if f.name in set(only)]
@@ -361,9 +361,6 @@ def db_update(
                 _err(f"{dest}: every feed unchanged; database kept")
             return
         rep = build([root], dest)
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
     if not quiet:
         _err(
             f"{dest}: rebuilt from {len(rep.sources)} sources"
@@ -382,11 +379,8 @@ def db_export(
     from stockade.vulndb.bundle import export
     from stockade.vulndb.store import default_db_path
 
-    try:
+    with _input_errors():
         digest = export(db or default_db_path(), out)
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
     typer.echo(f"sha256:{digest}  {out}")
 
 
@@ -400,11 +394,8 @@ def db_import(
     from stockade.vulndb.bundle import import_bundle
     from stockade.vulndb.store import default_db_path
 
-    try:
+    with _input_errors():
         manifest = import_bundle(bundle, db or default_db_path(), digest)
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
     typer.echo(f"imported database built {manifest.get('built_at')} ({len(manifest.get('sources', []))} sources)")
 
 
