@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from stockade import __version__
@@ -37,7 +38,7 @@ def _err(message: str) -> None:
     """One line on stderr; rich is imported only when there is something to say (it costs 40 ms)."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(message)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message)
 
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
@@ -397,6 +398,72 @@ def db_import(
     with _input_errors():
         manifest = import_bundle(bundle, db or default_db_path(), digest)
     typer.echo(f"imported database built {manifest.get('built_at')} ({len(manifest.get('sources', []))} sources)")
+
+
+class PostureFormat(StrEnum):
+    table = "table"
+    json = "json"
+    sarif = "sarif"
+    compliance_json = "compliance-json"
+    compliance_html = "compliance-html"
+
+
+@app.command()
+def posture(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Manifests: YAML/JSON files or directories, kubectl get -o json lists")
+    ],
+    fmt: Annotated[PostureFormat, typer.Option("--format", "-f", help="Output format")] = PostureFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
+    exceptions: Annotated[Path | None, typer.Option(help="Exceptions file (YAML)")] = None,
+    severity: Annotated[str, typer.Option(help="Comma-separated severities to report")] = "CRITICAL,HIGH,MEDIUM,LOW",
+    exit_code: Annotated[int, typer.Option(help="Exit with this code when findings remain")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Assess Kubernetes objects against Pod Security Standards, CIS section 5, NSA/CISA and RBAC risk."""
+    from stockade.posture import report as preport
+    from stockade.posture.engine import evaluate, load_rules
+    from stockade.posture.exceptions import Exceptions
+    from stockade.posture.resources import load
+
+    wanted = {x.strip().upper() for x in severity.split(",") if x.strip()}
+    with _input_errors():
+        rule_set = load_rules(rules)
+        resources, warnings = load(paths)
+        exc = Exceptions.load(exceptions) if exceptions else Exceptions()
+    findings = [f for f in evaluate(rule_set, resources) if f.rule.severity in wanted]
+    excepted = {id(f): reason for f in findings if (reason := exc.reason(f))}
+    active = [f for f in findings if id(f) not in excepted]
+    if not quiet:
+        for w in warnings:
+            _err(f"[yellow]warning:[/] {w}")
+    if fmt is PostureFormat.table and output is None:
+        from rich.console import Console
+        from rich.table import Table
+
+        out = Console()
+        out.print(
+            f"{len(resources)} objects, {len(active)} findings" + (f", {len(excepted)} excepted" if excepted else "")
+        )
+        table = Table()
+        for col in ("Severity", "Rule", "Object", "Container", "Title"):
+            table.add_column(col, overflow="fold")
+        for f in active:
+            table.add_row(f.rule.severity, f.rule.id, f.resource.ref, f.container, f.rule.title)
+        out.print(table)
+    else:
+        if fmt is PostureFormat.sarif:
+            data = preport.to_sarif(active)
+        elif fmt is PostureFormat.compliance_json:
+            data = orjson.dumps(preport.compliance(rule_set, resources, active), option=orjson.OPT_INDENT_2)
+        elif fmt is PostureFormat.compliance_html:
+            data = preport.compliance_html(preport.compliance(rule_set, resources, active))
+        else:
+            data = preport.to_json(findings, excepted)
+        _write(data, output)
+    if active and exit_code:
+        raise typer.Exit(exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,1 @@
+"""Kubernetes posture: rules as YAML data evaluated over manifests and cluster snapshots."""

@@ -1,0 +1,172 @@
+"""Kubernetes objects from manifests (YAML/JSON files and directories, multi-document, List objects) and
+one view of any pod template, with the pod's securityContext inherited by its containers."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from stockade.model import StockadeError
+
+MAX_MANIFEST = 64 * 1024**2
+WORKLOAD_KINDS = {
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+}
+# container securityContext fields a container inherits from the pod's when it does not set them
+INHERITED = (
+    "runAsNonRoot",
+    "runAsUser",
+    "runAsGroup",
+    "seLinuxOptions",
+    "seccompProfile",
+    "appArmorProfile",
+    "windowsOptions",
+)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class ManifestError(StockadeError):
+    pass
+
+
+@dataclass(slots=True)
+class Resource:
+    kind: str
+    api_version: str
+    name: str
+    namespace: str
+    raw: dict[str, Any]
+    source: str = ""  # file, and document index
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{ns}{self.name}"
+
+
+def _walk(paths: list[Path]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            for root, _dirs, files in sorted(os.walk(p)):
+                for f in sorted(files):
+                    if f.endswith((".yaml", ".yml", ".json")):
+                        yield Path(root) / f
+        elif p.is_file():
+            yield p
+        else:
+            raise ManifestError(f"{p}: no such file or directory")
+
+
+def _documents(path: Path) -> Iterator[Any]:
+    if path.stat().st_size > MAX_MANIFEST:
+        raise ManifestError(f"{path}: over {MAX_MANIFEST} bytes")
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        try:
+            yield orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: malformed JSON ({exc})") from None
+        return
+    try:
+        yield from yaml.load_all(data, Loader=_LOADER)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ManifestError(f"{path}:{line} malformed YAML ({str(exc).splitlines()[0]})") from None
+
+
+def _objects(doc: Any) -> Iterator[dict[str, Any]]:
+    if not isinstance(doc, dict):
+        return
+    if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):  # kubectl get -o json/yaml
+        for item in doc["items"]:
+            yield from _objects(item)
+    elif doc.get("kind"):
+        yield doc
+
+
+def to_resource(obj: dict[str, Any], source: str = "") -> Resource:
+    meta = obj.get("metadata") or {}
+    return Resource(
+        kind=str(obj.get("kind", "")),
+        api_version=str(obj.get("apiVersion", "")),
+        name=str(meta.get("name", "") or meta.get("generateName", "")),
+        namespace=str(meta.get("namespace", "") or ""),
+        raw=obj,
+        source=source,
+        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+        annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+    )
+
+
+def load(paths: list[Path]) -> tuple[list[Resource], list[str]]:
+    """Every object of the files; a broken file is a warning, the others still load."""
+    out: list[Resource] = []
+    warnings: list[str] = []
+    for f in _walk(paths):
+        try:
+            for i, doc in enumerate(_documents(f)):
+                for obj in _objects(doc):
+                    out.append(to_resource(obj, f"{f}#{i}"))
+        except ManifestError as exc:
+            warnings.append(str(exc))
+    return out, warnings
+
+
+def pod_spec(r: Resource) -> dict[str, Any] | None:
+    """The pod spec of any workload, or of a pod template found inside a custom resource."""
+    spec = r.raw.get("spec") or {}
+    if not isinstance(spec, dict):
+        return None
+    if r.kind == "Pod":
+        return spec
+    if r.kind == "CronJob":
+        return (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec")
+    if r.kind in WORKLOAD_KINDS:
+        return (spec.get("template") or {}).get("spec")
+    return _find_template(spec, 0)
+
+
+def _find_template(node: Any, depth: int) -> dict[str, Any] | None:
+    if depth > 6 or not isinstance(node, dict):
+        return None
+    tmpl = node.get("template")
+    if isinstance(tmpl, dict) and isinstance((tmpl.get("spec") or {}).get("containers"), list):
+        return dict(tmpl["spec"])
+    for v in node.values():
+        found = _find_template(v, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def containers(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind, effective container) for every container; the pod securityContext fills what it leaves unset."""
+    pod_sc = spec.get("securityContext") or {}
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        for c in spec.get(kind) or []:
+            if not isinstance(c, dict):
+                continue
+            eff = copy.copy(c)
+            sc = dict(c.get("securityContext") or {})
+            for key in INHERITED:
+                if key not in sc and key in pod_sc:
+                    sc[key] = pod_sc[key]
+            eff["securityContext"] = sc
+            yield kind, eff

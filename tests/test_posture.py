@@ -1,0 +1,339 @@
+"""Posture rules on the real manifests in ../shared (badPods, Online Boutique), against two oracles:
+the badPods directory names (what each pod is built to abuse) and Trivy's KSV checks for mapped rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+import pytest
+from conftest import SHARED, trivy_bin
+
+from stockade.model import StockadeError
+from stockade.posture.engine import RuleError, evaluate, load_rules, parse_rules
+from stockade.posture.exceptions import Exceptions
+from stockade.posture.resources import load, to_resource
+
+HOST_RULES = {
+    "STK-PSS-B-002": "hostpid",
+    "STK-PSS-B-003": "hostipc",
+    "STK-PSS-B-004": "hostnetwork",
+    "STK-PSS-B-005": "priv",
+    "STK-PSS-B-007": "hostpath",
+}
+EXPECTED = {
+    "priv": {"priv"},
+    "hostpid": {"hostpid"},
+    "hostipc": {"hostipc"},
+    "hostnetwork": {"hostnetwork"},
+    "hostpath": {"hostpath"},
+    "priv-and-hostpid": {"priv", "hostpid"},
+    "everything-allowed": {"priv", "hostpid", "hostipc", "hostnetwork", "hostpath"},
+    "nothing-allowed": set(),
+}
+
+
+@pytest.fixture(scope="session")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("manifests")
+    with tarfile.open(SHARED / "data" / "manifests" / "real-manifests.tar.gz") as tf:
+        tf.extractall(out, filter="data")
+    return out
+
+
+def test_every_bad_pod_flagged_with_its_controls_and_safe_pods_not(manifests: Path) -> None:
+    resources, warnings = load([manifests / "badPods"])
+    resources = [r for r in resources if r.kind != "Service"]  # the StatefulSet files carry their Service
+    assert not warnings and len(resources) == 128
+    by_file: dict[str, set[str]] = defaultdict(set)
+    for f in evaluate(load_rules(), resources):
+        if f.rule.id in HOST_RULES:
+            by_file[f.resource.source.split("#")[0]].add(HOST_RULES[f.rule.id])
+    literal = {
+        "hostpid": "hostPID: true",
+        "hostipc": "hostIPC: true",
+        "hostnetwork": "hostNetwork: true",
+        "priv": "privileged: true",
+        "hostpath": "hostPath:",
+    }
+    checked = 0
+    for r in resources:
+        path = r.source.split("#")[0]
+        category = Path(path).relative_to(manifests / "badPods").parts[0]
+        flagged = by_file[path]
+        assert EXPECTED[category] <= flagged, path  # every bad pod: the controls it is named after
+        text = Path(path).read_text()
+        for extra in flagged - EXPECTED[category]:  # e.g. hostipc-revshell-deamonset.yaml also sets hostPID
+            assert literal[extra] in text, (path, extra)
+        if category == "nothing-allowed":
+            assert flagged == set(), path
+        checked += 1
+    assert checked == 128
+
+
+def _trivy_fails(target: Path, ids: set[str]) -> dict[str, set[str]]:
+    proc = subprocess.run(
+        [trivy_bin(), "config", "--skip-version-check", "--disable-telemetry", "-q", "--format", "json", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, set[str]] = defaultdict(set)
+    for res in json.loads(proc.stdout).get("Results", []):
+        for m in res.get("Misconfigurations", []):
+            if m["Status"] == "FAIL" and m["ID"] in ids:
+                out[str(target / res["Target"])].add(m["ID"])
+    return out
+
+
+@pytest.mark.parametrize("corpus", ["badPods", "release"])
+def test_mapped_rules_agree_with_trivy(manifests: Path, corpus: str) -> None:
+    rules = load_rules()
+    mapped = {r.trivy for r in rules if r.trivy}
+    assert len(mapped) >= 15
+    trivy = _trivy_fails(manifests / corpus, mapped)
+    resources, _ = load([manifests / corpus])
+    ours: dict[str, set[str]] = defaultdict(set)
+    for f in evaluate(rules, resources):
+        if f.rule.trivy:
+            ours[f.resource.source.split("#")[0]].add(f.rule.trivy)
+    files = set(trivy) | set(ours)
+    assert files
+    assert {k: sorted(v) for k, v in ours.items() if v} == {k: sorted(v) for k, v in trivy.items() if v}
+
+
+def _pod(pod_sc: dict, container_sc: dict) -> list:
+    return [
+        to_resource(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "shop"},
+                "spec": {
+                    "securityContext": pod_sc,
+                    "containers": [{"name": "app", "image": "r.example/app:1.0", "securityContext": container_sc}],
+                },
+            }
+        )
+    ]
+
+
+def test_pod_security_context_is_inherited() -> None:
+    """PSS: a container inherits runAsNonRoot and seccompProfile from the pod unless it sets its own."""
+    rules = [r for r in load_rules() if r.id in ("STK-PSS-R-003", "STK-PSS-R-005")]
+    inherited = evaluate(rules, _pod({"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, {}))
+    assert inherited == []
+    overridden = evaluate(
+        rules, _pod({"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, {"runAsNonRoot": False})
+    )
+    assert [f.rule.id for f in overridden] == ["STK-PSS-R-003"]
+
+
+def test_exceptions_by_annotation_file_expiry_and_container(tmp_path: Path) -> None:
+    rules = [r for r in load_rules() if r.id == "STK-PSS-R-003"]
+    res = _pod({}, {})
+    res[0].labels = {"app": "shop"}
+    f = evaluate(rules, res)[0]
+    res[0].annotations["stockade.dev/exempt"] = "STK-PSS-R-003"
+    assert Exceptions().reason(f) == "annotation stockade.dev/exempt"
+    res[0].annotations.clear()
+    (tmp_path / "exc.yaml").write_text(
+        "exceptions:\n- {rule: STK-PSS-R-003, namespace: shop, labels: {app: shop}, container: app,"
+        " reason: legacy image, expires: 2027-01-01}\n- {rule: STK-PSS-R-003, container: other, reason: not this one}\n"
+    )
+    exc = Exceptions.load(tmp_path / "exc.yaml")
+    assert exc.reason(f, date(2026, 12, 1)) == "legacy image"
+    assert exc.reason(f, date(2027, 2, 1)) == ""  # expired
+    with pytest.raises(StockadeError, match="needs a rule and a reason"):
+        (tmp_path / "bad.yaml").write_text("exceptions:\n- {rule: X}\n")
+        Exceptions.load(tmp_path / "bad.yaml")
+
+
+def test_a_new_rule_is_yaml_only(tmp_path: Path, manifests: Path) -> None:
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("""rules:
+  - id: ACME-001
+    title: Images must come from registry.acme.example
+    severity: HIGH
+    scope: container
+    remediation: Mirror the image into registry.acme.example.
+    fail: {not: {field: image, op: startswith, value: "registry.acme.example/"}}
+""")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stockade.cli.main",
+            "posture",
+            "-q",
+            "-f",
+            "json",
+            "--rules",
+            str(custom),
+            "--severity",
+            "HIGH",
+            str(manifests / "release"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    acme = [f for f in json.loads(out.stdout)["findings"] if f["rule"] == "ACME-001"]
+    assert len(acme) >= 11  # every Online Boutique container uses another registry
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (
+            {"rules": [{"id": "X", "title": "t", "severity": "HIGH", "scope": "pod", "remediation": "r"}]},
+            "missing fail",
+        ),
+        (
+            {
+                "rules": [
+                    {
+                        "id": "X",
+                        "title": "t",
+                        "severity": "SEVERE",
+                        "scope": "pod",
+                        "remediation": "r",
+                        "fail": {"field": "a", "op": "eq"},
+                    }
+                ]
+            },
+            "severity one of",
+        ),
+        (
+            {
+                "rules": [
+                    {
+                        "id": "X",
+                        "title": "t",
+                        "severity": "HIGH",
+                        "scope": "pod",
+                        "remediation": "r",
+                        "fail": {"field": "a", "op": "frobnicate"},
+                    }
+                ]
+            },
+            "an 'op' among",
+        ),
+        (
+            {
+                "rules": [
+                    {
+                        "id": "X",
+                        "title": "t",
+                        "severity": "HIGH",
+                        "scope": "resource",
+                        "remediation": "r",
+                        "fail": {"field": "a", "op": "exists"},
+                    }
+                ]
+            },
+            "lists the kinds",
+        ),
+        ([1, 2], "expected a mapping"),
+    ],
+)
+def test_malformed_rules_are_clear_errors(doc: object, message: str) -> None:
+    with pytest.raises(RuleError, match=message):
+        parse_rules(doc, "test.yaml")
+
+
+def test_loader_lists_custom_resources_and_bad_files(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text(
+        json.dumps(
+            {
+                "kind": "List",
+                "apiVersion": "v1",
+                "items": [
+                    {
+                        "kind": "Pod",
+                        "apiVersion": "v1",
+                        "metadata": {"name": "a", "namespace": "x"},
+                        "spec": {"hostPID": True, "containers": [{"name": "c", "image": "i:1"}]},
+                    }
+                ],
+            }
+        )
+    )
+    (tmp_path / "rollout.yaml").write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: r, namespace: x}\n"
+        "spec:\n  template:\n    spec:\n      hostNetwork: true\n      containers: [{name: c, image: 'i:1'}]\n"
+    )
+    (tmp_path / "broken.yaml").write_text("kind: Pod\nmetadata: [unclosed\n")
+    resources, warnings = load([tmp_path])
+    assert {r.kind for r in resources} == {"Pod", "Rollout"}
+    assert len(warnings) == 1 and "broken.yaml" in warnings[0] and "malformed YAML" in warnings[0]
+    ids = {(f.resource.kind, f.rule.id) for f in evaluate(load_rules(), resources)}
+    assert ("Pod", "STK-PSS-B-002") in ids and ("Rollout", "STK-PSS-B-004") in ids
+
+
+def test_rbac_rules() -> None:
+    objs = [
+        {
+            "kind": "ClusterRole",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": "reader"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+        },
+        {
+            "kind": "Role",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": "ok", "namespace": "a"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            ],
+        },
+        {
+            "kind": "ClusterRole",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": "esc"},
+            "rules": [
+                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["escalate"]},
+                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+            ],
+        },
+        {
+            "kind": "ClusterRoleBinding",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": "b"},
+            "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "User", "name": "dev"}],
+        },
+    ]
+    got = {(f.resource.name, f.rule.id) for f in evaluate(load_rules(), [to_resource(o) for o in objs])}
+    assert got == {("reader", "STK-RBAC-003"), ("esc", "STK-RBAC-002"), ("esc", "STK-RBAC-004"), ("b", "STK-RBAC-005")}
+
+
+def test_posture_cli_outputs(manifests: Path, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "stockade.cli.main", "posture", "-q"]
+    sarif = subprocess.run([*base, "-f", "sarif", str(manifests / "badPods" / "priv")], capture_output=True, text=True)
+    assert {r["ruleId"] for r in json.loads(sarif.stdout)["runs"][0]["results"]} >= {"STK-PSS-B-005"}
+    html = tmp_path / "report.html"
+    out = subprocess.run(
+        [*base, "-f", "compliance-html", "-o", str(html), str(manifests / "release")], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "<h2>PSS:" in html.read_text()
+    comp = json.loads(
+        subprocess.run(
+            [*base, "-f", "compliance-json", str(manifests / "badPods" / "nothing-allowed")],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    baseline = [c for c in comp["frameworks"]["pss"]["controls"] if c["control"].startswith("baseline: Host")]
+    assert baseline and all(c["status"] == "PASS" for c in baseline)
+    gate = subprocess.run([*base, "--exit-code", "3", str(manifests / "badPods" / "priv")], capture_output=True)
+    assert gate.returncode == 3
+    missing = subprocess.run([*base, str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "no such file or directory" in missing.stderr
