@@ -127,7 +127,9 @@ def _pod(pod_sc: dict, container_sc: dict) -> list:
 def test_pod_security_context_is_inherited() -> None:
     """PSS: a container inherits runAsNonRoot and seccompProfile from the pod unless it sets its own."""
     rules = [r for r in load_rules() if r.id in ("STK-PSS-R-003", "STK-PSS-R-005")]
-    inherited = evaluate(rules, _pod({"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, {}))
+    inherited = evaluate(
+        rules, _pod({"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, {}), cross=False
+    )
     assert inherited == []
     overridden = evaluate(
         rules, _pod({"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, {"runAsNonRoot": False})
@@ -139,7 +141,7 @@ def test_exceptions_by_annotation_file_expiry_and_container(tmp_path: Path) -> N
     rules = [r for r in load_rules() if r.id == "STK-PSS-R-003"]
     res = _pod({}, {})
     res[0].labels = {"app": "shop"}
-    f = evaluate(rules, res)[0]
+    f = evaluate(rules, res, cross=False)[0]
     res[0].annotations["stockade.dev/exempt"] = "STK-PSS-R-003"
     assert Exceptions().reason(f) == "annotation stockade.dev/exempt"
     res[0].annotations.clear()
@@ -312,7 +314,63 @@ def test_rbac_rules() -> None:
         },
     ]
     got = {(f.resource.name, f.rule.id) for f in evaluate(load_rules(), [to_resource(o) for o in objs])}
-    assert got == {("reader", "STK-RBAC-003"), ("esc", "STK-RBAC-002"), ("esc", "STK-RBAC-004"), ("b", "STK-RBAC-005")}
+    assert got == {
+        ("reader", "STK-RBAC-003"),
+        ("esc", "STK-RBAC-002"),
+        ("esc", "STK-RBAC-004"),
+        ("b", "STK-RBAC-005"),
+        ("b", "STK-RBAC-100"),
+    }
+
+
+def test_cluster_admin_reachability_and_workload_service_accounts() -> None:
+    objs = [
+        {
+            "kind": "ClusterRole",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": "all"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+        },
+        {
+            "kind": "RoleBinding",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": "ci", "namespace": "build"},
+            "roleRef": {"kind": "ClusterRole", "name": "all"},
+            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "build"}],
+        },
+        {
+            "kind": "Deployment",
+            "apiVersion": "apps/v1",
+            "metadata": {"name": "runner", "namespace": "build"},
+            "spec": {
+                "template": {"spec": {"serviceAccountName": "deployer", "containers": [{"name": "c", "image": "i:1"}]}}
+            },
+        },
+        {
+            "kind": "Deployment",
+            "apiVersion": "apps/v1",
+            "metadata": {"name": "web", "namespace": "build"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}}},
+        },
+        {
+            "kind": "NetworkPolicy",
+            "apiVersion": "networking.k8s.io/v1",
+            "metadata": {"name": "deny", "namespace": "build"},
+            "spec": {"podSelector": {}},
+        },
+        {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {"name": "lonely", "namespace": "open"},
+            "spec": {"containers": [{"name": "c", "image": "i:1"}]},
+        },
+    ]
+    got = {
+        (f.rule.id, f.resource.name)
+        for f in evaluate(load_rules(), [to_resource(o) for o in objs])
+        if f.rule.id.startswith(("STK-RBAC-1", "STK-NET"))
+    }
+    assert got == {("STK-RBAC-100", "ci"), ("STK-RBAC-101", "runner"), ("STK-NET-001", "open")}
 
 
 def test_posture_cli_outputs(manifests: Path, tmp_path: Path) -> None:

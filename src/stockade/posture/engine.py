@@ -244,7 +244,8 @@ def holds(cond: dict[str, Any], node: Any) -> bool:
     return any(_test(op, v, cond.get("value")) for v in values)
 
 
-def evaluate(rules: list[Rule], resources: list[Resource]) -> list[PostureFinding]:
+def evaluate(rules: list[Rule], resources: list[Resource], cross: bool = True) -> list[PostureFinding]:
+    """Every rule over every object; with ``cross``, also the checks across objects (posture/graph.py)."""
     out: list[PostureFinding] = []
     for res in resources:
         spec = pod_spec(res)
@@ -260,4 +261,8 @@ def evaluate(rules: list[Rule], resources: list[Resource]) -> list[PostureFindin
                     for _kind, c in containers(spec):
                         if holds(rule.fail, c):
                             out.append(PostureFinding(rule, res, str(c.get("name", ""))))
+    if cross:
+        from stockade.posture.graph import analyze
+
+        out += analyze(resources)
     return out

@@ -67,6 +67,9 @@ def to_sarif(findings: list[PostureFinding]) -> bytes:
 
 def compliance(rules: list[Rule], resources: list[Resource], findings: list[PostureFinding]) -> dict[str, Any]:
     """Per framework and control: the rules mapped to it, the objects checked, how many fail, and a score."""
+    from stockade.posture.graph import ADMIN_REACH, NO_NETPOL, WORKLOAD_ADMIN_SA
+
+    rules = [*rules, ADMIN_REACH, WORKLOAD_ADMIN_SA, NO_NETPOL]
     failing: dict[str, set[str]] = defaultdict(set)
     for f in findings:
         failing[f.rule.id].add(f.resource.ref)

@@ -1,0 +1,121 @@
+"""Checks across objects: who can reach cluster-admin-equivalent power through RBAC (and which workloads run
+as those service accounts), and namespaces with workloads but no NetworkPolicy (CIS 5.3.2)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from stockade.posture.engine import PostureFinding, Rule
+from stockade.posture.resources import Resource, pod_spec
+
+# Rules for findings computed here; they carry the same metadata as the YAML ones.
+ADMIN_REACH = Rule(
+    id="STK-RBAC-100",
+    title="Subject can reach cluster-admin power",
+    severity="CRITICAL",
+    scope="resource",
+    fail={},
+    kinds=["ClusterRoleBinding", "RoleBinding"],
+    frameworks={"cis": ["5.1.1"], "mitre": ["T1078"]},
+    rationale="A subject bound (directly or through a group) to a role with all verbs on all resources, or with "
+    "escalate/bind/impersonate, controls the cluster.",
+    remediation="Bind the subject to a role with only the permissions it needs.",
+    fields=["subjects", "roleRef"],
+)
+WORKLOAD_ADMIN_SA = Rule(
+    id="STK-RBAC-101",
+    title="Workload runs as a service account that can reach cluster-admin power",
+    severity="CRITICAL",
+    scope="resource",
+    fail={},
+    kinds=["Pod", "Deployment"],
+    frameworks={"cis": ["5.1.5"], "mitre": ["T1078", "T1528"]},
+    rationale="Anyone who compromises the pod takes its token and with it the cluster.",
+    remediation="Run the workload as a dedicated service account with minimal RBAC, and set "
+    "automountServiceAccountToken: false unless it calls the API.",
+    fields=["spec.serviceAccountName"],
+)
+NO_NETPOL = Rule(
+    id="STK-NET-001",
+    title="Namespace has workloads but no NetworkPolicy",
+    severity="MEDIUM",
+    scope="resource",
+    fail={},
+    kinds=["Namespace"],
+    frameworks={"cis": ["5.3.2"], "nsa": ["Network separation"]},
+    rationale="Without a NetworkPolicy every pod accepts traffic from every other pod in the cluster.",
+    remediation="Add a default-deny NetworkPolicy to the namespace and allow the flows the application needs.",
+    patch="apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: default-deny}\n"
+    "spec: {podSelector: {}, policyTypes: [Ingress, Egress]}",
+    fields=["kind: NetworkPolicy"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    kind: str  # User, Group, ServiceAccount
+    name: str
+    namespace: str = ""
+
+
+def _admin_like(rules: list[dict[str, Any]]) -> bool:
+    for r in rules or []:
+        verbs, res = set(r.get("verbs") or []), set(r.get("resources") or [])
+        if "*" in verbs and "*" in res:
+            return True
+        if verbs & {"escalate", "bind", "impersonate"}:
+            return True
+    return False
+
+
+def admin_subjects(resources: list[Resource]) -> dict[Subject, list[Resource]]:
+    """Subjects bound to a cluster-admin-equivalent role, with the bindings that do it."""
+    powerful_cluster = {"cluster-admin"}
+    powerful_ns: set[tuple[str, str]] = set()
+    for r in resources:
+        if r.kind == "ClusterRole" and _admin_like(r.raw.get("rules") or []):
+            powerful_cluster.add(r.name)
+        elif r.kind == "Role" and _admin_like(r.raw.get("rules") or []):
+            powerful_ns.add((r.namespace, r.name))
+    out: dict[Subject, list[Resource]] = defaultdict(list)
+    for b in resources:
+        if b.kind not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        ref = b.raw.get("roleRef") or {}
+        strong = (ref.get("kind") == "ClusterRole" and ref.get("name") in powerful_cluster) or (
+            ref.get("kind") == "Role" and (b.namespace, ref.get("name")) in powerful_ns
+        )
+        if not strong:
+            continue
+        for s in b.raw.get("subjects") or []:
+            ns = s.get("namespace", b.namespace if s.get("kind") == "ServiceAccount" else "")
+            out[Subject(str(s.get("kind", "")), str(s.get("name", "")), str(ns or ""))].append(b)
+    return out
+
+
+def analyze(resources: list[Resource]) -> list[PostureFinding]:
+    findings: list[PostureFinding] = []
+    admins = admin_subjects(resources)
+    seen_bindings: set[int] = set()
+    for _subject, bindings in admins.items():
+        for b in bindings:
+            if id(b) not in seen_bindings:
+                seen_bindings.add(id(b))
+                findings.append(PostureFinding(ADMIN_REACH, b))
+    admin_sas = {(s.namespace, s.name) for s in admins if s.kind == "ServiceAccount"}
+    all_sa_groups = {s.name for s in admins if s.kind == "Group"}
+    for r in resources:
+        spec = pod_spec(r)
+        if spec is None:
+            continue
+        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        ns = r.namespace or "default"
+        if (ns, sa) in admin_sas or {"system:serviceaccounts", f"system:serviceaccounts:{ns}"} & all_sa_groups:
+            findings.append(PostureFinding(WORKLOAD_ADMIN_SA, r, f"serviceAccount {sa}"))
+    with_workloads = {r.namespace or "default" for r in resources if pod_spec(r) is not None}
+    with_policy = {r.namespace or "default" for r in resources if r.kind == "NetworkPolicy"}
+    for ns in sorted(with_workloads - with_policy):
+        findings.append(PostureFinding(NO_NETPOL, Resource("Namespace", "v1", ns, "", {}, source="(derived)")))
+    return findings
