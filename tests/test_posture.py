@@ -132,7 +132,9 @@ def test_pod_security_context_is_inherited() -> None:
     )
     assert inherited == []
     overridden = evaluate(
-        rules, _pod({"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, {"runAsNonRoot": False})
+        rules,
+        _pod({"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, {"runAsNonRoot": False}),
+        cross=False,
     )
     assert [f.rule.id for f in overridden] == ["STK-PSS-R-003"]
 
