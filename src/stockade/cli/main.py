@@ -411,8 +411,12 @@ class PostureFormat(StrEnum):
 @app.command()
 def posture(
     paths: Annotated[
-        list[Path], typer.Argument(help="Manifests: YAML/JSON files or directories, kubectl get -o json lists")
-    ],
+        list[Path] | None, typer.Argument(help="Manifests: YAML/JSON files or directories, kubectl get -o json lists")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="Read a live cluster with this kubeconfig (read-only)")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the current one)")] = None,
     fmt: Annotated[PostureFormat, typer.Option("--format", "-f", help="Output format")] = PostureFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
     rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
@@ -428,9 +432,18 @@ def posture(
     from stockade.posture.resources import load
 
     wanted = {x.strip().upper() for x in severity.split(",") if x.strip()}
+    if not paths and kubeconfig is None and context is None:
+        _err("[red]error:[/] give manifest paths, or --kubeconfig/--context for a live cluster")
+        raise typer.Exit(EXIT_USAGE)
     with _input_errors():
         rule_set = load_rules(rules)
-        resources, warnings = load(paths)
+        resources, warnings = load(paths) if paths else ([], [])
+        if kubeconfig is not None or context is not None:
+            from stockade.posture.cluster import fetch
+
+            live, live_warnings = fetch(kubeconfig, context)
+            resources += live
+            warnings += live_warnings
         exc = Exceptions.load(exceptions) if exceptions else Exceptions()
     findings = [f for f in evaluate(rule_set, resources) if f.rule.severity in wanted]
     excepted = {id(f): reason for f in findings if (reason := exc.reason(f))}
