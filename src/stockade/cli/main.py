@@ -479,5 +479,30 @@ def posture(
         raise typer.Exit(exit_code)
 
 
+@app.command("node-check")
+def node_check(
+    root: Annotated[Path, typer.Option(help="The node's root filesystem")] = Path("/"),
+    proc: Annotated[Path, typer.Option(help="The node's /proc (processes and their flags)")] = Path("/proc"),
+    checks: Annotated[Path | None, typer.Option(help="Checks file (YAML) instead of the built-in CIS 1-4")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    exit_code: Annotated[int, typer.Option(help="Exit with this code when a check fails")] = 0,
+) -> None:
+    """CIS Kubernetes Benchmark sections 1-4 on this node: component flags, kubelet config, file permissions."""
+    from stockade.posture.node.check import load_checks, run
+
+    with _input_errors():
+        results = run(root, proc, load_checks(checks))
+    if all(r.status == "SKIP" for r in results):
+        _err("[yellow]warning:[/] no Kubernetes component (kube-apiserver, kubelet, etcd...) runs on this node")
+    if as_json:
+        _write(orjson.dumps([r.to_dict() for r in results], option=orjson.OPT_INDENT_2), None)
+    else:
+        for r in results:
+            colour = {"PASS": "green", "FAIL": "red"}.get(r.status, "white")
+            typer.secho(f"[{r.status}] {r.id} {r.title}: {r.detail}", fg=colour)
+    if exit_code and any(r.status == "FAIL" for r in results):
+        raise typer.Exit(exit_code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
