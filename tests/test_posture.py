@@ -397,3 +397,15 @@ def test_posture_cli_outputs(manifests: Path, tmp_path: Path) -> None:
     assert gate.returncode == 3
     missing = subprocess.run([*base, str(tmp_path / "nope")], capture_output=True, text=True)
     assert missing.returncode == 1 and "no such file or directory" in missing.stderr
+
+
+def test_helm_chart_needs_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chart directory is rendered with `helm template`; without helm it is a clear warning, not raw templates
+    parsed as manifests (helm is not in the registries these machines reach, so only this path is tested)."""
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 0.1.0\n")
+    (chart / "templates" / "pod.yaml").write_text("kind: Pod\nmetadata: {name: {{ .Release.Name }}}\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-helm-here"))
+    resources, warnings = load([chart])
+    assert resources == [] and any("helm is not installed" in w for w in warnings)

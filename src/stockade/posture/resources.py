@@ -60,8 +60,38 @@ class Resource:
         return f"{self.kind}/{ns}{self.name}"
 
 
+def _charts(paths: list[Path]) -> list[Path]:
+    return [p for p in paths if p.is_dir() and (p / "Chart.yaml").is_file()]
+
+
+def render_chart(chart: Path, warnings: list[str]) -> list[Resource]:
+    """`helm template` of a chart directory, when helm is installed (it renders with the chart's defaults)."""
+    import shutil
+    import subprocess
+
+    helm = shutil.which("helm")
+    if helm is None:
+        warnings.append(f"{chart}: a Helm chart, but helm is not installed; its templates were not rendered")
+        return []
+    proc = subprocess.run(
+        [helm, "template", "stockade-posture", str(chart)], capture_output=True, text=True, timeout=120, check=False
+    )
+    if proc.returncode != 0:
+        warnings.append(f"{chart}: helm template failed: {proc.stderr.strip()[:500]}")
+        return []
+    out = []
+    try:
+        for i, doc in enumerate(yaml.load_all(proc.stdout, Loader=_LOADER)):
+            out += [to_resource(o, f"{chart} (helm template)#{i}") for o in _objects(doc)]
+    except yaml.YAMLError as exc:
+        warnings.append(f"{chart}: helm template output is not YAML ({str(exc).splitlines()[0]})")
+    return out
+
+
 def _walk(paths: list[Path]) -> Iterator[Path]:
     for p in paths:
+        if p.is_dir() and (p / "Chart.yaml").is_file():
+            continue  # rendered by render_chart, not read as raw templates
         if p.is_dir():
             for root, _dirs, files in sorted(os.walk(p)):
                 for f in sorted(files):
@@ -119,6 +149,8 @@ def load(paths: list[Path]) -> tuple[list[Resource], list[str]]:
     """Every object of the files; a broken file is a warning, the others still load."""
     out: list[Resource] = []
     warnings: list[str] = []
+    for chart in _charts(paths):
+        out += render_chart(chart, warnings)
     for f in _walk(paths):
         try:
             for i, doc in enumerate(_documents(f)):
