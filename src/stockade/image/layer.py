@@ -176,6 +176,10 @@ _KINDS = {b"1": "hardlink", b"2": "symlink", b"5": "dir"}
 def _octal(field: bytes, what: str) -> int:
     if field[:1] and field[0] & 0x80:  # GNU base-256 for sizes over 8 GiB
         return int.from_bytes(field[1:], "big")
+    try:
+        return int(field.strip(b" \x00") or b"0", 8)  # the common case: digits padded with NUL or space
+    except ValueError:
+        pass
     digits = field.split(b"\x00", 1)[0].strip(b" \x00")
     if not digits:
         return 0
@@ -302,13 +306,13 @@ def iter_tar_entries(stream: BinaryIO, name: str, limits: Limits, warnings: list
             long_name = long_link = None
             pax = {}
             current = member
-            mode = _octal(hdr[100:108], f"layer {name}")
             path = normalise(member)
             if path is None:
                 warnings.append(f"layer {name}: refused entry {member!r} (path escapes the root)")
                 s.skip(padded)
                 continue
             if typeflag in _REGULAR:
+                mode = _octal(hdr[100:108], f"layer {name}")
                 consumed = 0
 
                 def reader(n: int, _size: int = size, _member: str = member) -> bytes:
@@ -324,7 +328,7 @@ def iter_tar_entries(stream: BinaryIO, name: str, limits: Limits, warnings: list
                 yield entry
                 s.skip(padded - consumed)
             else:
-                yield Entry(path, mode, 0, _KINDS.get(typeflag, "other"), linkname, None)
+                yield Entry(path, 0, 0, _KINDS.get(typeflag, "other"), linkname, None)  # mode is used for files only
                 s.skip(padded)
     except LayerError as exc:
         if current != "<start>" and current not in str(exc):
