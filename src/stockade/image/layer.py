@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import posixpath
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, cast
@@ -82,37 +81,8 @@ class Entry:
         return data
 
 
-class _CountingReader(io.RawIOBase):
-    """Counts decompressed bytes and stops a decompression bomb."""
-
-    def __init__(self, inner: BinaryIO, raw: _RawCounter, name: str, limits: Limits) -> None:
-        self._inner = inner
-        self._raw = raw
-        self._name = name
-        self._limits = limits
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.count += n
-        if self.count > self._limits.max_layer_bytes:
-            raise LayerError(
-                f"layer {self._name}: more than {self._limits.max_layer_bytes} bytes uncompressed (decompression bomb?)"
-            )
-        if self.count > 1024**3 and self._raw.count > 0 and self.count > self._raw.count * self._limits.max_ratio:
-            raise LayerError(
-                f"layer {self._name}: compression ratio over {self._limits.max_ratio}:1 (decompression bomb?)"
-            )
-        return n
-
-
 class _RawCounter(io.RawIOBase):
-    """Counts compressed bytes read from the blob."""
+    """Counts the bytes read through it (compressed bytes, when wrapped around the blob)."""
 
     def __init__(self, inner: BinaryIO) -> None:
         self._inner = inner
@@ -126,6 +96,28 @@ class _RawCounter(io.RawIOBase):
         n = len(data)
         b[:n] = data
         self.count += n
+        return n
+
+
+class _CountingReader(_RawCounter):
+    """Counts decompressed bytes and stops a decompression bomb."""
+
+    def __init__(self, inner: BinaryIO, raw: _RawCounter, name: str, limits: Limits) -> None:
+        super().__init__(inner)
+        self._raw = raw
+        self._name = name
+        self._limits = limits
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = super().readinto(b)
+        if self.count > self._limits.max_layer_bytes:
+            raise LayerError(
+                f"layer {self._name}: more than {self._limits.max_layer_bytes} bytes uncompressed (decompression bomb?)"
+            )
+        if self.count > 1024**3 and self._raw.count > 0 and self.count > self._raw.count * self._limits.max_ratio:
+            raise LayerError(
+                f"layer {self._name}: compression ratio over {self._limits.max_ratio}:1 (decompression bomb?)"
+            )
         return n
 
 
@@ -347,7 +339,3 @@ def is_whiteout(path: str) -> tuple[str, str] | None:
     if base == OPAQUE_MARKER:
         return ("opaque", parent)
     return ("delete", posixpath.join(parent, base[len(WHITEOUT_PREFIX) :]))
-
-
-def is_regular_mode(mode: int) -> bool:
-    return stat.S_ISREG(mode)

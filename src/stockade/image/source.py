@@ -182,21 +182,21 @@ def _open_oci(blobs: _Blobs, img: Image, platform: str | None, tag: str | None) 
             raise ImageError(f"{blobs.what}: no image tagged {tag!r}")
     if not manifests:
         raise ImageError(f"{blobs.what}: index.json lists no manifests")
-    desc = manifests[0]
-    for _ in range(4):  # index -> (nested index) -> manifest
-        if desc.get("mediaType") in INDEX_TYPES:
-            desc = select_manifest(_json(blobs.read(desc["digest"]), blobs.what), platform, blobs.what)
-            continue
-        break
-    manifest = _json(blobs.read(desc["digest"]), f"{blobs.what}: manifest")
-    if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
-        manifest = _json(blobs.read(select_manifest(manifest, platform, blobs.what)["digest"]), blobs.what)
+    top = manifests[0]
+    desc, manifest = top, {}
+    for _ in range(4):  # index -> (nested index) -> manifest: an index is known by its mediaType or its list
+        manifest = _json(blobs.read(desc["digest"]), f"{blobs.what}: manifest")
+        if manifest.get("mediaType") not in INDEX_TYPES and "manifests" not in manifest:
+            break
+        desc = select_manifest(manifest, platform, blobs.what)
+    else:
+        raise ImageError(f"{blobs.what}: image indexes nested too deep")
     cfg_digest = (manifest.get("config") or {}).get("digest")
     if not cfg_digest:
         raise ImageError(f"{blobs.what}: manifest has no config")
     img.config = _json(blobs.read(cfg_digest), f"{blobs.what}: config")
     img.image_id = cfg_digest
-    name = (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+    name = (top.get("annotations") or {}).get("org.opencontainers.image.ref.name")
     if name:
         img.repo_tags = [name]
     descs = [(d["digest"], d.get("mediaType", ""), int(d.get("size", -1))) for d in manifest.get("layers") or []]
