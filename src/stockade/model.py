@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+OS_ECOSYSTEMS = frozenset({"deb", "apk", "rpm"})  # packages of the distribution, matched per OS release
+
 
 class StockadeError(Exception):
     """An error with a message meant for the user: it names the input at fault."""

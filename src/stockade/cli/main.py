@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,6 +57,30 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@contextlib.contextmanager
+def _layer_progress(show: bool) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A progress bar over layers on stderr, or no callback at all."""
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("layers"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("layers", total=None)
+
+        def step(done: int, total: int, _digest: str) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield step
+
+
 def _print_table(inv: Inventory) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -95,31 +119,8 @@ def sbom(
     from stockade.inventory.formats import to_cyclonedx, to_json, to_spdx
 
     limits = Limits(max_file_bytes=max_file_size * 1024**2)
-    show_progress = not quiet and sys.stderr.isatty()
-    with _input_errors():
-        if show_progress:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn
-
-            with Progress(
-                TextColumn("layers"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                console=Console(stderr=True),
-                transient=True,
-            ) as bar:
-                task = bar.add_task("layers", total=None)
-
-                def step(done: int, total: int, _digest: str) -> None:
-                    bar.update(task, completed=done, total=total)
-
-                inv = catalog_image(
-                    image, platform, limits, False if no_cache else (cache_dir or True), step, lockfiles
-                )
-        else:
-            inv = catalog_image(
-                image, platform, limits, False if no_cache else (cache_dir or True), lockfiles=lockfiles
-            )
+    with _input_errors(), _layer_progress(not quiet and sys.stderr.isatty()) as step:
+        inv = catalog_image(image, platform, limits, False if no_cache else (cache_dir or True), step, lockfiles)
     if not quiet:
         for w in inv.warnings:
             _err(f"[yellow]warning:[/] {w}")

@@ -11,9 +11,7 @@ from typing import Any
 import orjson
 
 from stockade import __version__
-from stockade.model import Inventory, Package
-
-_OS_ECOSYSTEMS = {"deb", "apk", "rpm"}
+from stockade.model import OS_ECOSYSTEMS, Inventory, Package
 
 
 def to_json(inv: Inventory) -> bytes:
@@ -144,7 +142,7 @@ def to_spdx(inv: Inventory) -> bytes:
                 version=p.version or None,
                 files_analyzed=False,
                 external_references=refs,
-                source_info=f"{p.source_name} {p.source_version}".strip() if p.ecosystem in _OS_ECOSYSTEMS else None,
+                source_info=f"{p.source_name} {p.source_version}".strip() if p.ecosystem in OS_ECOSYSTEMS else None,
                 comment=f"location: {p.location}; layer: {p.layer_digest}" if p.location else None,
             )
         )

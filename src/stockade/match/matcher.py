@@ -7,12 +7,11 @@ from collections.abc import Iterable
 
 from stockade.match.constraints import lowest_fix, satisfies
 from stockade.match.versions import VersionError, compare
-from stockade.model import Finding, Inventory, OSInfo, Package
+from stockade.model import OS_ECOSYSTEMS, Finding, Inventory, OSInfo, Package
 from stockade.vulndb.feeds.osv import package_key
 from stockade.vulndb.severity import ORDER, from_score
 from stockade.vulndb.store import Affected, VulnDB
 
-_OS_ECOSYSTEMS = {"deb", "apk", "rpm"}
 _RPM_FAMILIES = {
     "alma": "alma",
     "rocky": "rocky",
@@ -75,10 +74,10 @@ def _in_range(eco: str, version: str, aff: Affected) -> tuple[bool, str]:
 
 def _remediation(p: Package, fixed: str, os_info: OSInfo | None) -> str:
     if not fixed:
-        if p.ecosystem in _OS_ECOSYSTEMS:
+        if p.ecosystem in OS_ECOSYSTEMS:
             return f"no fix published for {p.source_name or p.name} yet; rebuild on a newer base image when one is"
         return f"no fixed version of {p.name} published yet"
-    if p.ecosystem in _OS_ECOSYSTEMS:
+    if p.ecosystem in OS_ECOSYSTEMS:
         base = f"{os_info.family} {os_info.name}" if os_info else "the base image"
         src = f" (source package {p.source_name})" if p.source_name and p.source_name != p.name else ""
         # Debian advisories give the fixed version of the source package; binaries built from it share it
@@ -123,7 +122,7 @@ def match_package(
     memo: dict[tuple[str, ...], _Hits] | None = None,
 ) -> list[Finding]:
     eco = p.ecosystem
-    if eco in _OS_ECOSYSTEMS:
+    if eco in OS_ECOSYSTEMS:
         ns = os_namespace(os_info, eco)
         if ns is None:
             return []

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from stockade import __version__
-from stockade.model import Finding, Inventory
+from stockade.model import OS_ECOSYSTEMS, Finding, Inventory
 
 _SARIF_LEVEL = {"CRITICAL": "error", "HIGH": "error", "MEDIUM": "warning", "LOW": "note", "UNKNOWN": "note"}
 _SARIF_SCORE = {"CRITICAL": "9.5", "HIGH": "8.0", "MEDIUM": "5.5", "LOW": "2.0", "UNKNOWN": "0.0"}
@@ -35,9 +35,7 @@ def to_sarif(inv: Inventory, findings: list[Finding]) -> bytes:
         if f.vuln_id not in rules:
             rules[f.vuln_id] = {
                 "id": f.vuln_id,
-                "name": "OsPackageVulnerability"
-                if f.package.ecosystem in ("deb", "apk", "rpm")
-                else "LanguageVulnerability",
+                "name": "OsPackageVulnerability" if f.package.ecosystem in OS_ECOSYSTEMS else "LanguageVulnerability",
                 "shortDescription": {"text": f.title or f.vuln_id},
                 "helpUri": f.references[0] if f.references else f"https://osv.dev/vulnerability/{f.vuln_id}",
                 "help": {"text": f.remediation},

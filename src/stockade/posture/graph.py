@@ -106,15 +106,13 @@ def analyze(resources: list[Resource]) -> list[PostureFinding]:
                 findings.append(PostureFinding(ADMIN_REACH, b))
     admin_sas = {(s.namespace, s.name) for s in admins if s.kind == "ServiceAccount"}
     all_sa_groups = {s.name for s in admins if s.kind == "Group"}
-    for r in resources:
-        spec = pod_spec(r)
-        if spec is None:
-            continue
+    workloads = [(r, spec) for r in resources if (spec := pod_spec(r)) is not None]
+    for r, spec in workloads:
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         ns = r.namespace or "default"
         if (ns, sa) in admin_sas or {"system:serviceaccounts", f"system:serviceaccounts:{ns}"} & all_sa_groups:
             findings.append(PostureFinding(WORKLOAD_ADMIN_SA, r, f"serviceAccount {sa}"))
-    with_workloads = {r.namespace or "default" for r in resources if pod_spec(r) is not None}
+    with_workloads = {r.namespace or "default" for r, _ in workloads}
     with_policy = {r.namespace or "default" for r in resources if r.kind == "NetworkPolicy"}
     for ns in sorted(with_workloads - with_policy):
         findings.append(PostureFinding(NO_NETPOL, Resource("Namespace", "v1", ns, "", {}, source="(derived)")))
