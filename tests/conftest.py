@@ -85,3 +85,21 @@ def trivy_packages(kind: str, target: Path) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def libapt_compare(pairs: list[tuple[str, str]]) -> list[int]:
+    """-1/0/1 per pair from libapt-pkg's version_compare, through Debian's python3 (python3-apt): the dpkg oracle."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.fail("Debian's python3 with python3-apt is the oracle")
+    code = (
+        "import sys, json, apt_pkg; apt_pkg.init_system();"
+        "c = [apt_pkg.version_compare(a, b) for a, b in json.load(sys.stdin)];"
+        "print(json.dumps([(x > 0) - (x < 0) for x in c]))"
+    )
+    out = subprocess.run(["/usr/bin/python3", "-c", code], input=json.dumps(pairs), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout))
+
+
+def libapt_lt(pairs: list[tuple[str, str]]) -> list[bool]:
+    return [c < 0 for c in libapt_compare(pairs)]

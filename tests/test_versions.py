@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import libapt_compare
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,25 +36,10 @@ def debian_versions(draw: st.DrawFn) -> str:
     return f"{epoch}{upstream}{revision}"
 
 
-def _apt_compare_batch(pairs: list[tuple[str, str]]) -> list[int]:
-    """libapt-pkg's version_compare, through Debian's python3 (python3-apt)."""
-    if not Path("/usr/bin/python3").exists():
-        pytest.fail("Debian's python3 with python3-apt is the oracle")
-    code = (
-        "import sys, json, apt_pkg; apt_pkg.init_system();"
-        "pairs = json.load(sys.stdin);"
-        "c = [apt_pkg.version_compare(a, b) for a, b in pairs];"
-        "print(json.dumps([(x > 0) - (x < 0) for x in c]))"
-    )
-    out = subprocess.run(["/usr/bin/python3", "-c", code], input=json.dumps(pairs), capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout))
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(debian_versions(), debian_versions()), min_size=200, max_size=200))
 def test_dpkg_against_libapt(pairs: list[tuple[str, str]]) -> None:
-    expected = _apt_compare_batch(pairs)
+    expected = libapt_compare(pairs)
     assert [dpkg_compare(a, b) for a, b in pairs] == expected
 
 
@@ -146,7 +132,7 @@ def test_apk_on_every_alpine_secdb_version() -> None:
         v for v in versions - unparsable if "_" not in v and v.count("-") == 1 and re.search(r"^[\d.a-z]+-r\d+$", v)
     )
     pairs = list(zip(plain, plain[7:] + plain[:7], strict=True))
-    assert [apk_compare(a, b) for a, b in pairs] == _apt_compare_batch(pairs)
+    assert [apk_compare(a, b) for a, b in pairs] == libapt_compare(pairs)
 
 
 @pytest.mark.parametrize(

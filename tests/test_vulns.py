@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import semver
-from conftest import SHARED
+from conftest import SHARED, libapt_lt
 
 from stockade.inventory import catalog_image
 from stockade.match.matcher import match
@@ -32,16 +32,6 @@ def vulndb(tmp_path_factory: pytest.TempPathFactory) -> VulnDB:
     report = build(sorted(VULN.glob("*.tar.gz")), dest)
     assert report.sources["pschou+oval/debian-bookworm"].records > 20000
     return VulnDB(dest)
-
-
-def _libapt_lt(pairs: list[tuple[str, str]]) -> list[bool]:
-    code = (
-        "import sys, json, apt_pkg; apt_pkg.init_system();"
-        "print(json.dumps([apt_pkg.version_compare(a, b) < 0 for a, b in json.load(sys.stdin)]))"
-    )
-    out = subprocess.run(["/usr/bin/python3", "-c", code], input=json.dumps(pairs), capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout))
 
 
 def _secdb(branch: str) -> dict[str, list[tuple[str, str]]]:
@@ -68,7 +58,7 @@ def test_alpine_images_report_what_secdb_lists(fixtures_dir: Path, vulndb: VulnD
         for fixed, vid in sec.get(p.source_name, [])
         if fixed not in ("0", "0-r0") and re.match(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9][\w.:-]*$", vid)
     ]
-    lt = _libapt_lt([(installed, fixed) for _, installed, fixed, _ in candidates])
+    lt = libapt_lt([(installed, fixed) for _, installed, fixed, _ in candidates])
     expected = {(vid, src) for (src, _, _, vid), is_lt in zip(candidates, lt, strict=True) if is_lt}
     got = {(f.vuln_id, f.package.source_name) for f in match(inv, vulndb)}
     assert len(expected) >= 10
@@ -97,7 +87,7 @@ def test_debian12_status_reports_exactly_what_bookworm_oval_says(
         fixed_in.setdefault(src, []).append((cve, ver))
     sources = {(p.source_name, p.source_version) for p in inv.packages}
     candidates = [(src, sv, cve, fixed) for src, sv in sources for cve, fixed in fixed_in.get(src, [])]
-    lt = _libapt_lt([(sv, fixed) for _, sv, _, fixed in candidates])
+    lt = libapt_lt([(sv, fixed) for _, sv, _, fixed in candidates])
     expected = {(cve, src) for (src, _, cve, _), is_lt in zip(candidates, lt, strict=True) if is_lt}
     got = {(f.vuln_id, f.package.source_name) for f in match(inv, vulndb) if f.package.ecosystem == "deb"}
     assert len(candidates) > 1000
