@@ -91,6 +91,10 @@ def test_control_plane_flags_and_files(node: Path, tmp_path: Path) -> None:
             "false",
             "--token-auth-file=/etc/tokens.csv",
             "--audit-log-path=/var/log/audit.log",
+            "--kubelet-client-certificate=/etc/kubernetes/pki/apiserver-kubelet-client.crt",  # but no key
+            "--audit-log-maxage=7",
+            "--audit-log-maxbackup=10",
+            "--enable-admission-plugins=NodeRestriction,AlwaysAdmit",
         ],
     )
     results = {r.id: r for r in run(node, proc)}
@@ -104,13 +108,24 @@ def test_control_plane_flags_and_files(node: Path, tmp_path: Path) -> None:
         "1.2.16": "PASS",
         "1.2.5": "FAIL",
         "1.2.27": "FAIL",
-        "1.2.22": "PASS",
+        "1.2.21": "PASS",  # --service-account-lookup defaults to true
+        "1.2.22": "FAIL",  # no --service-account-key-file
+        "1.2.4": "FAIL",  # CIS: both --kubelet-client-certificate and --kubelet-client-key
+        "1.2.17": "FAIL",  # maxage 7 < 30
+        "1.2.18": "PASS",  # maxbackup 10 >= 10
+        "1.2.19": "FAIL",  # maxsize unset
+        "1.2.14": "PASS",  # NodeRestriction enabled
+        "1.2.10": "FAIL",  # AlwaysAdmit enabled
+        "1.2.12": "PASS",  # nothing disabled
+        "1.2.20": "MANUAL",
         "1.1.1": "FAIL",
         "1.1.7": "PASS",
         "1.1.21": "FAIL",
     }
     assert {k: results[k].status for k in expected} == expected
     assert "ca.key is 644" in results["1.1.21"].detail
+    assert "--kubelet-client-key: unset" in results["1.2.4"].detail
+    assert results["4.2.1"].status == "SKIP" and results["3.1.1"].status == "MANUAL"
 
 
 def test_defaults_apply_when_a_flag_is_absent(node: Path, tmp_path: Path) -> None:

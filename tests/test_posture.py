@@ -17,7 +17,7 @@ from conftest import SHARED, trivy_bin
 from stockade.model import StockadeError
 from stockade.posture.engine import RuleError, evaluate, load_rules, parse_rules
 from stockade.posture.exceptions import Exceptions
-from stockade.posture.resources import load, to_resource
+from stockade.posture.resources import Resource, load, to_resource
 
 HOST_RULES = {
     "STK-PSS-B-002": "hostpid",
@@ -370,7 +370,7 @@ def test_cluster_admin_reachability_and_workload_service_accounts() -> None:
     got = {
         (f.rule.id, f.resource.name)
         for f in evaluate(load_rules(), [to_resource(o) for o in objs])
-        if f.rule.id.startswith(("STK-RBAC-1", "STK-NET"))
+        if f.rule.id.startswith(("STK-RBAC-1", "STK-NET-001"))
     }
     assert got == {("STK-RBAC-100", "ci"), ("STK-RBAC-101", "runner"), ("STK-NET-001", "open")}
 
@@ -409,3 +409,181 @@ def test_helm_chart_needs_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PATH", str(tmp_path / "no-helm-here"))
     resources, warnings = load([chart])
     assert resources == [] and any("helm is not installed" in w for w in warnings)
+
+
+def _pod_res(spec: dict[str, object], annotations: dict[str, str] | None = None) -> Resource:
+    base: dict[str, object] = {"containers": [{"name": "app", "image": "registry.example/app:1.0"}]}
+    meta: dict[str, object] = {"name": "p", "namespace": "apps"}
+    if annotations:
+        meta["annotations"] = annotations
+    return to_resource({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {**base, **spec}})
+
+
+def _ctr(**sc: object) -> dict[str, object]:
+    return {"containers": [{"name": "app", "image": "registry.example/app:1.0", **sc}]}
+
+
+# Known answers from the upstream definitions (kubernetes/kubernetes, staging/src/k8s.io/pod-security-admission/
+# policy/check_*.go, and the Pod Security Standards page): (pod spec, rule, Kubernetes version, flagged?).
+# Each pair straddles the version where upstream changed the check.
+PSS_VERSION_CASES = [
+    (
+        {"securityContext": {"sysctls": [{"name": "net.ipv4.ip_local_reserved_ports", "value": "1"}]}},
+        "STK-PSS-B-013",
+        "1.26",
+        True,
+    ),
+    (
+        {"securityContext": {"sysctls": [{"name": "net.ipv4.ip_local_reserved_ports", "value": "1"}]}},
+        "STK-PSS-B-013",
+        "1.27",
+        False,
+    ),
+    (
+        {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_keepalive_time", "value": "60"}]}},
+        "STK-PSS-B-013",
+        "1.28",
+        True,
+    ),
+    (
+        {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_keepalive_time", "value": "60"}]}},
+        "STK-PSS-B-013",
+        "1.29",
+        False,
+    ),
+    (
+        {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_rmem", "value": "4096 87380 6291456"}]}},
+        "STK-PSS-B-013",
+        "1.31",
+        True,
+    ),
+    (
+        {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_rmem", "value": "4096 87380 6291456"}]}},
+        "STK-PSS-B-013",
+        "1.32",
+        False,
+    ),
+    ({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}, "STK-PSS-B-013", "latest", True),
+    ({"securityContext": {"seLinuxOptions": {"type": "container_engine_t"}}}, "STK-PSS-B-010", "1.30", True),
+    ({"securityContext": {"seLinuxOptions": {"type": "container_engine_t"}}}, "STK-PSS-B-010", "1.31", False),
+    ({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}, "STK-PSS-B-010", "1.31", True),
+    (_ctr(livenessProbe={"httpGet": {"host": "10.0.0.1", "port": 80}}), "STK-PSS-B-016", "1.33", False),
+    (_ctr(livenessProbe={"httpGet": {"host": "10.0.0.1", "port": 80}}), "STK-PSS-B-016", "1.34", True),
+    (_ctr(lifecycle={"preStop": {"tcpSocket": {"host": "metadata", "port": 80}}}), "STK-PSS-B-016", "1.34", True),
+    (_ctr(livenessProbe={"httpGet": {"port": 80}}), "STK-PSS-B-016", "1.34", False),
+    (_ctr(securityContext={"runAsUser": 0, "runAsNonRoot": True}), "STK-PSS-R-004", "1.22", False),
+    (_ctr(securityContext={"runAsUser": 0, "runAsNonRoot": True}), "STK-PSS-R-004", "1.23", True),
+    ({"hostUsers": False, **_ctr(securityContext={"runAsUser": 0})}, "STK-PSS-R-004", "1.34", True),
+    ({"hostUsers": False, **_ctr(securityContext={"runAsUser": 0})}, "STK-PSS-R-004", "1.35", False),
+    ({"hostUsers": False}, "STK-PSS-R-003", "1.34", True),
+    ({"hostUsers": False}, "STK-PSS-R-003", "1.35", False),
+    ({"hostUsers": False, **_ctr(securityContext={"procMount": "Unmasked"})}, "STK-PSS-B-011", "1.34", True),
+    ({"hostUsers": False, **_ctr(securityContext={"procMount": "Unmasked"})}, "STK-PSS-B-011", "1.35", False),
+    ({"hostUsers": False, **_ctr(securityContext={"procMount": "Unmasked"})}, "STK-PSS-R-007", "1.35", True),
+    ({"os": {"name": "windows"}}, "STK-PSS-R-005", "1.24", True),
+    ({"os": {"name": "windows"}}, "STK-PSS-R-005", "1.25", False),
+    ({"os": {"name": "windows"}}, "STK-PSS-R-002", "1.25", False),
+    ({"os": {"name": "windows"}}, "STK-PSS-R-006", "1.25", False),
+    ({"os": {"name": "linux"}}, "STK-PSS-R-006", "1.25", True),
+    ({"volumes": [{"name": "v", "image": {"reference": "registry.example/data:1"}}]}, "STK-PSS-R-001", "1.22", False),
+    ({"volumes": [{"name": "v", "portworxVolume": {"volumeID": "x"}}]}, "STK-PSS-R-001", "latest", True),
+    ({"volumes": [{"name": "v", "vsphereVolume": {"volumePath": "x"}}]}, "STK-PSS-R-001", "latest", True),
+]
+
+
+@pytest.mark.parametrize(("spec", "rule", "version", "flagged"), PSS_VERSION_CASES)
+def test_pss_follows_the_kubernetes_version(spec: dict[str, object], rule: str, version: str, flagged: bool) -> None:
+    from stockade.posture.engine import parse_version
+
+    got = {f.rule.id for f in evaluate(load_rules(), [_pod_res(spec)], cross=False, version=parse_version(version))}
+    assert (rule in got) is flagged
+
+
+def test_pss_apparmor_annotation_and_field() -> None:
+    key = "container.apparmor.security.beta.kubernetes.io/app"
+    ids = lambda res: {f.rule.id for f in evaluate(load_rules(), [res], cross=False)}  # noqa: E731
+    assert "STK-PSS-B-015" in ids(_pod_res({}, {key: "unconfined"}))
+    assert "STK-PSS-B-015" not in ids(_pod_res({}, {key: "runtime/default"}))
+    assert "STK-PSS-B-015" not in ids(_pod_res({}, {key: "localhost/my-profile"}))
+    assert "STK-PSS-B-009" in ids(_pod_res({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}))
+
+
+def test_cis_section_5_rbac_and_namespace_rules() -> None:
+    """Each CIS 5.1/5.2.1 control text names what it looks for; one object that has it and one that does not."""
+
+    def role(name: str, resources: list[str], verbs: list[str]) -> dict[str, object]:
+        return {
+            "kind": "ClusterRole",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": ["*"], "resources": resources, "verbs": verbs}],
+        }
+
+    def binding(name: str, subject: dict[str, str]) -> dict[str, object]:
+        return {
+            "kind": "RoleBinding",
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "metadata": {"name": name, "namespace": "a"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [subject],
+        }
+
+    objs = [
+        role("podmaker", ["pods"], ["create"]),  # 5.1.4
+        role("podreader", ["pods"], ["get", "list"]),
+        role("pvmaker", ["persistentvolumes"], ["create"]),  # 5.1.9
+        role("proxy", ["nodes/proxy"], ["get"]),  # 5.1.10
+        role("approver", ["certificatesigningrequests/approval"], ["update"]),  # 5.1.11
+        role("csr-reader", ["certificatesigningrequests"], ["get"]),
+        role("hooks", ["mutatingwebhookconfigurations"], ["patch"]),  # 5.1.12
+        role("tokens", ["serviceaccounts/token"], ["create"]),  # 5.1.13
+        binding("masters", {"kind": "Group", "name": "system:masters"}),  # 5.1.7
+        binding("devs", {"kind": "Group", "name": "devs"}),
+        binding("to-default", {"kind": "ServiceAccount", "name": "default", "namespace": "a"}),  # 5.1.5
+        {"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": "default", "namespace": "a"}},  # 5.1.5
+        {
+            "kind": "ServiceAccount",
+            "apiVersion": "v1",
+            "metadata": {"name": "default", "namespace": "b"},
+            "automountServiceAccountToken": False,
+        },
+        {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "open"}},  # 5.2.1
+        {
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {"name": "guarded", "labels": {"pod-security.kubernetes.io/enforce": "baseline"}},
+        },
+    ]
+    got = {
+        (f.resource.name, f.rule.frameworks["cis"][0])
+        for f in evaluate(load_rules(), [to_resource(o) for o in objs], cross=False)
+        if f.rule.frameworks.get("cis")
+    }
+    assert got == {
+        ("podmaker", "5.1.4"),
+        ("pvmaker", "5.1.9"),
+        ("proxy", "5.1.10"),
+        ("approver", "5.1.11"),
+        ("hooks", "5.1.12"),
+        ("tokens", "5.1.13"),
+        ("masters", "5.1.7"),
+        ("to-default", "5.1.5"),
+        ("default", "5.1.5"),
+        ("open", "5.2.1"),
+    }
+
+
+def test_compliance_lists_every_catalogued_control(manifests: Path) -> None:
+    from stockade.posture.report import compliance
+
+    resources, _ = load([manifests / "release"])
+    rules = load_rules()
+    comp = compliance(rules, resources, evaluate(rules, resources))["frameworks"]
+    cis = {c["control"]: c for c in comp["cis"]["controls"]}
+    # CIS Kubernetes Benchmark section 5 has 35 controls, 5.1.1 to 5.7.4
+    assert len(cis) == 35 and next(iter(cis)) == "5.1.1" and list(cis)[-1] == "5.7.4"
+    assert cis["5.3.1"]["status"] == "MANUAL" and cis["5.3.1"]["how"]
+    assert cis["5.3.2"]["status"] == "FAIL"  # Online Boutique ships no NetworkPolicy
+    assert comp["cis"]["total"] + comp["cis"]["manual"] == 35
+    nsa = {c["control"]: c["status"] for c in comp["nsa"]["controls"]}
+    assert nsa["Resource policies"] == "FAIL" and nsa["Audit logging"] == "MANUAL"

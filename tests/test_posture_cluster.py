@@ -27,12 +27,12 @@ TOKEN = "s3cret-token"
 
 
 def _pod(i: int, privileged: bool = False) -> dict:
-    return {
-        "metadata": {"name": f"web-{i}", "namespace": "shop"},
-        "spec": {
-            "containers": [{"name": "c", "image": "r.example/web:1.0", "securityContext": {"privileged": privileged}}]
-        },
+    spec: dict = {
+        "containers": [{"name": "c", "image": "r.example/web:1.0", "securityContext": {"privileged": privileged}}]
     }
+    if i == 4:  # a sysctl that Pod Security baseline allows from Kubernetes 1.29 on, not on this 1.28 cluster
+        spec["securityContext"] = {"sysctls": [{"name": "net.ipv4.tcp_keepalive_time", "value": "60"}]}
+    return {"metadata": {"name": f"web-{i}", "namespace": "shop"}, "spec": spec}
 
 
 OBJECTS = {
@@ -64,6 +64,8 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests.append((url.path, q))
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._send(401, {"kind": "Status", "code": 401, "reason": "Unauthorized"})
+        if url.path == "/version":  # as EKS reports it
+            return self._send(200, {"major": "1", "minor": "28+", "gitVersion": "v1.28.15-eks-7f9249a"})
         if url.path.endswith("/networkpolicies"):
             return self._send(403, {"kind": "Status", "code": 403, "reason": "Forbidden"})
         items = OBJECTS.get(url.path, [])
@@ -107,7 +109,8 @@ def _kubeconfig(tmp: Path, server: str, token: str) -> Path:
 
 def test_live_cluster_paged_read_only(apiserver: Server, tmp_path: Path) -> None:
     kc = _kubeconfig(tmp_path, f"http://127.0.0.1:{apiserver.server_address[1]}", TOKEN)
-    resources, warnings = fetch(kc, page_size=2)
+    resources, warnings, version = fetch(kc, page_size=2)
+    assert version == "v1.28.15-eks-7f9249a"
     pods = [r for r in resources if r.kind == "Pod"]
     assert sorted(p.name for p in pods) == [f"web-{i}" for i in range(5)]
     pod_pages = [q for path, q in apiserver.requests if path == "/api/v1/pods"]
@@ -145,4 +148,15 @@ def test_cli_live_cluster(apiserver: Server, tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert any(f["rule"] == "STK-PSS-B-005" and f["name"] == "web-3" for f in json.loads(out.stdout)["findings"])
+    findings = json.loads(out.stdout)["findings"]
+    assert any(f["rule"] == "STK-PSS-B-005" and f["name"] == "web-3" for f in findings)
+    # the rules follow the cluster's own version (1.28): tcp_keepalive_time is not yet a safe sysctl there
+    assert any(f["rule"] == "STK-PSS-B-013" and f["name"] == "web-4" for f in findings)
+    cmd = [sys.executable, "-m", "stockade.cli.main", "posture", "-q", "-f", "json", "--kubeconfig", str(kc)]
+    newer = subprocess.run(
+        [*cmd, "--k8s-version", "1.29"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert not any(f["rule"] == "STK-PSS-B-013" for f in json.loads(newer.stdout)["findings"])

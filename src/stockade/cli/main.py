@@ -424,11 +424,15 @@ def posture(
     exceptions: Annotated[Path | None, typer.Option(help="Exceptions file (YAML)")] = None,
     severity: Annotated[str, typer.Option(help="Comma-separated severities to report")] = "CRITICAL,HIGH,MEDIUM,LOW",
     exit_code: Annotated[int, typer.Option(help="Exit with this code when findings remain")] = 0,
+    k8s_version: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes version whose Pod Security Standards apply (default: the cluster's, or latest)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Assess Kubernetes objects against Pod Security Standards, CIS section 5, NSA/CISA and RBAC risk."""
     from stockade.posture import report as preport
-    from stockade.posture.engine import evaluate, load_rules
+    from stockade.posture.engine import LATEST_K8S, OLDEST_K8S, evaluate, load_rules, parse_version
     from stockade.posture.exceptions import Exceptions
     from stockade.posture.resources import load
 
@@ -437,16 +441,20 @@ def posture(
         _err("[red]error:[/] give manifest paths, or --kubeconfig/--context for a live cluster")
         raise typer.Exit(EXIT_USAGE)
     with _input_errors():
+        version = parse_version(k8s_version, "--k8s-version") if k8s_version else None
         rule_set = load_rules(rules)
         resources, warnings = load(paths) if paths else ([], [])
         if kubeconfig is not None or context is not None:
             from stockade.posture.cluster import fetch
 
-            live, live_warnings = fetch(kubeconfig, context)
+            live, live_warnings, server_version = fetch(kubeconfig, context)
             resources += live
             warnings += live_warnings
+            if version is None and server_version:
+                version = parse_version(server_version, "the cluster's /version")
         exc = Exceptions.load(exceptions) if exceptions else Exceptions()
-    findings = [f for f in evaluate(rule_set, resources) if f.rule.severity in wanted]
+    version = min(max(version or LATEST_K8S, OLDEST_K8S), LATEST_K8S)
+    findings = [f for f in evaluate(rule_set, resources, version=version) if f.rule.severity in wanted]
     excepted = {id(f): reason for f in findings if (reason := exc.reason(f))}
     active = [f for f in findings if id(f) not in excepted]
     if not quiet:

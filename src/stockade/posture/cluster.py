@@ -38,8 +38,9 @@ class ClusterError(StockadeError):
 
 def fetch(
     kubeconfig: Path | None = None, context: str | None = None, page_size: int = 500, timeout: float = 15.0
-) -> tuple[list[Resource], list[str]]:
-    """Every object posture needs, and warnings for the types the credentials may not list."""
+) -> tuple[list[Resource], list[str], str | None]:
+    """Every object posture needs, warnings for the types the credentials may not list, and the server's version
+    (gitVersion from /version; None when it does not say)."""
     from kubernetes import config
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
@@ -54,7 +55,20 @@ def fetch(
     server = api.configuration.host
     out: list[Resource] = []
     warnings: list[str] = []
+    server_version: str | None = None
     try:
+        try:
+            resp = api.call_api(
+                "/version", "GET", auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout
+            )
+            body = resp[0].data if isinstance(resp, tuple) else resp.data
+            server_version = str(orjson.loads(body).get("gitVersion") or "") or None
+        except ApiException as exc:
+            if exc.status == 401:
+                raise ClusterError(f"{server}: unauthorized (HTTP 401) with {where}; check the credentials") from None
+            warnings.append(f"{server}: cannot read /version (HTTP {exc.status}); rules use the newest Kubernetes")
+        except (orjson.JSONDecodeError, AttributeError):
+            warnings.append(f"{server}: /version is not a version document; rules use the newest Kubernetes")
         for group, version, plural, kind in RESOURCES:
             path = f"/apis/{group}/{version}/{plural}" if group else f"/api/{version}/{plural}"
             token: str | None = None
@@ -95,4 +109,4 @@ def fetch(
         raise ClusterError(f"{server}: unreachable ({type(exc).__name__}) with {where}") from None
     finally:
         api.close()
-    return out, warnings
+    return out, warnings, server_version

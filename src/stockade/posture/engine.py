@@ -7,17 +7,26 @@ A rule's ``fail`` condition is evaluated against one scope:
 
 Conditions:  {all: [...]}, {any: [...]}, {not: {...}}, {some: PATH, where: {...}} (an element of the list at
 PATH satisfies the inner condition as a whole), or {field: PATH, op: OP, value: V}
-PATH is dotted, with [*] over lists ("volumes[*].hostPath.path"); a path that reaches several values
-passes when any of them does. OP: eq, ne, in, not_in, exists, absent, truthy, falsy, startswith, endswith,
+PATH is dotted, with [*] over lists ("volumes[*].hostPath.path") and {} over a mapping's entries, each seen as
+{key, value}; a key that holds dots is quoted (metadata.labels."pod-security.kubernetes.io/enforce"). A path
+that reaches several values passes when any of them does. A pod-scope node also carries ``_meta`` (the pod's
+metadata: labels, annotations); a container node carries ``_pod`` (that pod node).
+OP: eq, ne, in, not_in, exists, absent, truthy, falsy, startswith, endswith,
 contains, matches, gt, lt, not_subset (a list with an element outside ``value``), missing_any (a list
 lacking one of ``value``).
+
+Versions: a rule may apply only from a Kubernetes minor version on (``since: "1.34"``) and may change with the
+version (``versions: [{since: "1.29", fail: ..., skip: ...}]``, the newest entry at or below the target wins;
+``skip`` is a condition on the pod node that exempts it, e.g. Windows pods). The Pod Security Standards
+change this way upstream; evaluation targets the newest version unless told otherwise.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
@@ -25,7 +34,7 @@ from typing import Any
 import yaml
 
 from stockade.model import StockadeError
-from stockade.posture.resources import Resource, containers, pod_spec
+from stockade.posture.resources import Resource, containers, pod_template
 
 SCOPES = {"pod", "container", "resource"}
 SEVERITIES = {"CRITICAL", "HIGH", "MEDIUM", "LOW"}
@@ -47,11 +56,47 @@ _OPS = {
     "not_subset",
     "missing_any",
 }
-_MISSING = object()
+# The newest Kubernetes minor version whose Pod Security Standards the rules know.
+LATEST_K8S = (1, 37)
+OLDEST_K8S = (1, 22)  # Pod Security admission's first release; older policy versions are not modelled
 
 
 class RuleError(StockadeError):
     pass
+
+
+def parse_version(text: str, where: str = "Kubernetes version") -> tuple[int, int]:
+    """'1.29', 'v1.29.3', '1.29+' (as GKE/EKS report it), or 'latest' -> (major, minor)."""
+    t = str(text).strip()
+    if t == "latest":
+        return LATEST_K8S
+    m = re.match(r"v?(\d+)\.(\d+)", t)
+    if not m:
+        raise RuleError(f"{where}: {text!r} is not a Kubernetes version like 1.29")
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass(slots=True)
+class Variant:
+    """How a rule reads from one Kubernetes version on; its conditions are compiled on first use."""
+
+    since: tuple[int, int]
+    fail: dict[str, Any]
+    skip: dict[str, Any] | None = None
+    _fail_fn: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
+    _skip_fn: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
+
+    def fails(self, node: Any) -> bool:
+        if self._fail_fn is None:
+            self._fail_fn = compile_condition(self.fail)
+        return self._fail_fn(node)
+
+    def skips(self, node: Any) -> bool:
+        if self.skip is None:
+            return False
+        if self._skip_fn is None:
+            self._skip_fn = compile_condition(self.skip)
+        return self._skip_fn(node)
 
 
 @dataclass(slots=True)
@@ -68,6 +113,21 @@ class Rule:
     patch: str = ""
     fields: list[str] = field(default_factory=list)
     trivy: str = ""
+    since: tuple[int, int] = (0, 0)
+    versions: list[Variant] = field(default_factory=list)
+    _base: Variant | None = field(default=None, repr=False, compare=False)
+
+    def at(self, version: tuple[int, int]) -> Variant | None:
+        """The rule as it reads at ``version``; None when it does not exist yet."""
+        if version < self.since:
+            return None
+        if self._base is None:
+            self._base = Variant(self.since, self.fail)
+        chosen = self._base
+        for v in self.versions:
+            if v.since <= version and v.since >= chosen.since:
+                chosen = v
+        return chosen
 
 
 @dataclass(slots=True)
@@ -135,6 +195,16 @@ def parse_rules(doc: Any, where: str) -> list[Rule]:
         if r["scope"] == "resource" and not r.get("kinds"):
             raise RuleError(f"{w}: a resource rule lists the kinds it applies to")
         _check_condition(r["fail"], f"{w}: fail")
+        since = parse_version(r["since"], f"{w}: since") if r.get("since") else (0, 0)
+        variants: list[Variant] = []
+        for j, v in enumerate(r.get("versions") or []):
+            if not isinstance(v, dict) or not v.get("since"):
+                raise RuleError(f"{w}: versions[{j}] needs 'since'")
+            vfail = v["fail"] if "fail" in v else (variants[-1].fail if variants else r["fail"])
+            _check_condition(vfail, f"{w}: versions[{j}].fail")
+            if v.get("skip") is not None:
+                _check_condition(v["skip"], f"{w}: versions[{j}].skip")
+            variants.append(Variant(parse_version(v["since"], f"{w}: versions[{j}]"), vfail, v.get("skip")))
         out.append(
             Rule(
                 id=str(r["id"]),
@@ -149,6 +219,8 @@ def parse_rules(doc: Any, where: str) -> list[Rule]:
                 patch=str(r.get("patch", "")),
                 fields=list(r.get("fields") or []),
                 trivy=str(r.get("trivy", "")),
+                since=since,
+                versions=variants,
             )
         )
     return out
@@ -181,19 +253,35 @@ def load_rules(extra: list[Path] | None = None) -> list[Rule]:
     return rules
 
 
-def _resolve(node: Any, parts: list[str]) -> Iterator[Any]:
+@lru_cache(maxsize=4096)
+def split_path(path: str) -> tuple[str, ...]:
+    """Dotted path to its parts; a part in double quotes may hold dots."""
+    parts: list[str] = []
+    for m in re.finditer(r'"([^"]*)"(\[\*\]|\{\})?|([^."]+)', path):
+        parts.append(m.group(1) + (m.group(2) or "") if m.group(1) is not None else m.group(3))
+    return tuple(parts)
+
+
+def _resolve(node: Any, parts: tuple[str, ...]) -> Iterator[Any]:
     if not parts:
         yield node
         return
     head, rest = parts[0], parts[1:]
-    many = head.endswith("[*]")
-    key = head[:-3] if many else head
+    if head.endswith("[*]"):
+        key, mode = head[:-3], "list"
+    elif head.endswith("{}"):
+        key, mode = head[:-2], "map"
+    else:
+        key, mode = head, ""
     if not isinstance(node, dict) or key not in node or node[key] is None:
         return
     value = node[key]
-    if many:
+    if mode == "list":
         for item in value if isinstance(value, list) else []:
             yield from _resolve(item, rest)
+    elif mode == "map":
+        for k, v in value.items() if isinstance(value, dict) else []:
+            yield from _resolve({"key": k, "value": v}, rest)
     else:
         yield from _resolve(value, rest)
 
@@ -227,40 +315,112 @@ def _test(op: str, v: Any, want: Any) -> bool:
 
 
 def holds(cond: dict[str, Any], node: Any) -> bool:
+    """Whether ``cond`` holds on ``node`` (compiles it each time: rules keep theirs compiled)."""
+    return compile_condition(cond)(node)
+
+
+Pred = Callable[[Any], bool]
+
+
+def _getter(path: str) -> Callable[[Any], Iterable[Any]]:
+    """The values at ``path``; plain dotted paths get a loop without generators (the common, hot case)."""
+    parts = split_path(path)
+    if any(p.endswith(("[*]", "{}")) for p in parts):
+        return lambda node: list(_resolve(node, parts))
+
+    def get(node: Any) -> tuple[Any, ...]:
+        for k in parts:
+            if not isinstance(node, dict):
+                return ()
+            node = node.get(k)
+            if node is None:
+                return ()
+        return (node,)
+
+    return get
+
+
+def _tester(op: str, want: Any) -> Pred:
+    if op in ("in", "not_in") and isinstance(want, list):
+        try:
+            wset: frozenset[Any] | list[Any] = frozenset(want)
+        except TypeError:
+            wset = want
+
+        def member(v: Any) -> bool:
+            try:
+                return v in wset
+            except TypeError:
+                return False
+
+        return member if op == "in" else (lambda v: not member(v))
+    if op == "eq":
+        return lambda v: bool(v == want)
+    if op == "ne":
+        return lambda v: bool(v != want)
+    if op == "matches":
+        rx = re.compile(str(want))
+        return lambda v: isinstance(v, str) and rx.search(v) is not None
+    return lambda v: _test(op, v, want)
+
+
+def compile_condition(cond: dict[str, Any]) -> Pred:
+    """A condition as a Python closure, built once per rule (Falco compiles its rule conditions the same way)."""
     if "all" in cond:
-        return all(holds(c, node) for c in cond["all"])
+        subs = [compile_condition(c) for c in cond["all"]]
+        return lambda n: all(f(n) for f in subs)
     if "any" in cond:
-        return any(holds(c, node) for c in cond["any"])
+        subs = [compile_condition(c) for c in cond["any"]]
+        return lambda n: any(f(n) for f in subs)
     if "not" in cond:
-        return not holds(cond["not"], node)
+        inner = compile_condition(cond["not"])
+        return lambda n: not inner(n)
     if "some" in cond:
-        return any(holds(cond["where"], item) for item in _resolve(node, cond["some"].split(".")))
-    values = list(_resolve(node, cond["field"].split(".")))
+        get_items = _getter(cond["some"])
+        where = compile_condition(cond["where"])
+        return lambda n: any(where(x) for x in get_items(n))
+    get = _getter(cond["field"])
     op = cond["op"]
     if op == "exists":
-        return bool(values)
+        return lambda n: bool(get(n))
     if op == "absent":
-        return not values
-    return any(_test(op, v, cond.get("value")) for v in values)
+        return lambda n: not get(n)
+    test = _tester(op, cond.get("value"))
+    return lambda n: any(test(v) for v in get(n))
 
 
-def evaluate(rules: list[Rule], resources: list[Resource], cross: bool = True) -> list[PostureFinding]:
-    """Every rule over every object; with ``cross``, also the checks across objects (posture/graph.py)."""
+def evaluate(
+    rules: list[Rule], resources: list[Resource], cross: bool = True, version: tuple[int, int] = LATEST_K8S
+) -> list[PostureFinding]:
+    """Every rule over every object, as the rules read at Kubernetes ``version``; with ``cross``, also the
+    checks across objects (posture/graph.py)."""
+    active = [(r, v) for r in rules if (v := r.at(version)) is not None]
+    pod_rules = [(r, v) for r, v in active if r.scope == "pod"]
+    ctr_rules = [(r, v) for r, v in active if r.scope == "container"]
+    res_rules = [(r, v) for r, v in active if r.scope == "resource"]
     out: list[PostureFinding] = []
     for res in resources:
-        spec = pod_spec(res)
-        for rule in rules:
-            if rule.scope == "resource":
-                if res.kind in rule.kinds and holds(rule.fail, res.raw):
-                    out.append(PostureFinding(rule, res))
-            elif spec is not None:
-                if rule.scope == "pod":
-                    if holds(rule.fail, spec):
-                        out.append(PostureFinding(rule, res))
-                else:
-                    for _kind, c in containers(spec):
-                        if holds(rule.fail, c):
-                            out.append(PostureFinding(rule, res, str(c.get("name", ""))))
+        for rule, var in res_rules:
+            if res.kind in rule.kinds and var.fails(res.raw):
+                out.append(PostureFinding(rule, res))
+        tmpl = pod_template(res)
+        if tmpl is None:
+            continue
+        pod = dict(tmpl["spec"])
+        pod["_meta"] = tmpl.get("metadata") or {}
+        for rule, var in pod_rules:
+            if not var.skips(pod) and var.fails(pod):
+                out.append(PostureFinding(rule, res))
+        if ctr_rules:
+            effective = [c for _kind, c in containers(pod)]
+            for c in effective:
+                c["_pod"] = pod
+            for rule, var in ctr_rules:
+                if var.skips(pod):
+                    continue
+                for c in effective:
+                    if var.fails(c):
+                        out.append(PostureFinding(rule, res, str(c.get("name", ""))))
     if cross:
         from stockade.posture.graph import analyze
 

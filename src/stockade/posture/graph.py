@@ -1,5 +1,6 @@
 """Checks across objects: who can reach cluster-admin-equivalent power through RBAC (and which workloads run
-as those service accounts), and namespaces with workloads but no NetworkPolicy (CIS 5.3.2)."""
+as those service accounts), namespaces with workloads but no NetworkPolicy (CIS 5.3.2), and namespaces with
+workloads but neither a ResourceQuota nor a LimitRange (NSA/CISA resource policies)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,22 @@ NO_NETPOL = Rule(
     "spec: {podSelector: {}, policyTypes: [Ingress, Egress]}",
     fields=["kind: NetworkPolicy"],
 )
+NO_QUOTA = Rule(
+    id="STK-NET-002",
+    title="Namespace has workloads but neither a ResourceQuota nor a LimitRange",
+    severity="LOW",
+    scope="resource",
+    fail={},
+    kinds=["Namespace"],
+    frameworks={"nsa": ["Resource policies"], "mitre": ["T1496"]},
+    rationale="Without quotas or default limits one workload (or a cryptominer in it) can starve the node and "
+    "every other tenant.",
+    remediation="Add a ResourceQuota and a LimitRange with default requests and limits to the namespace.",
+    patch="apiVersion: v1\nkind: LimitRange\nmetadata: {name: defaults}\nspec:\n  limits:\n  - type: Container\n"
+    "    default: {cpu: 500m, memory: 512Mi}\n    defaultRequest: {cpu: 100m, memory: 128Mi}",
+    fields=["kind: ResourceQuota", "kind: LimitRange"],
+)
+CROSS_RULES = [ADMIN_REACH, WORKLOAD_ADMIN_SA, NO_NETPOL, NO_QUOTA]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,4 +133,7 @@ def analyze(resources: list[Resource]) -> list[PostureFinding]:
     with_policy = {r.namespace or "default" for r in resources if r.kind == "NetworkPolicy"}
     for ns in sorted(with_workloads - with_policy):
         findings.append(PostureFinding(NO_NETPOL, Resource("Namespace", "v1", ns, "", {}, source="(derived)")))
+    with_quota = {r.namespace or "default" for r in resources if r.kind in ("ResourceQuota", "LimitRange")}
+    for ns in sorted(with_workloads - with_quota):
+        findings.append(PostureFinding(NO_QUOTA, Resource("Namespace", "v1", ns, "", {}, source="(derived)")))
     return findings

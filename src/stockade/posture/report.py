@@ -65,41 +65,74 @@ def to_sarif(findings: list[PostureFinding]) -> bytes:
     )
 
 
-def compliance(rules: list[Rule], resources: list[Resource], findings: list[PostureFinding]) -> dict[str, Any]:
-    """Per framework and control: the rules mapped to it, the objects checked, how many fail, and a score."""
-    from stockade.posture.graph import ADMIN_REACH, NO_NETPOL, WORKLOAD_ADMIN_SA
+def catalogues() -> dict[str, dict[str, Any]]:
+    """The control lists of the frameworks that have one (posture/frameworks/*.yaml), by framework key."""
+    from importlib import resources as importlib_resources
 
-    rules = [*rules, ADMIN_REACH, WORKLOAD_ADMIN_SA, NO_NETPOL]
+    import yaml
+
+    out = {}
+    for p in sorted(importlib_resources.files("stockade.posture").joinpath("frameworks").iterdir(), key=str):
+        if p.name.endswith(".yaml"):
+            doc = yaml.safe_load(p.read_text())
+            out[doc["framework"]] = doc
+    return out
+
+
+def compliance(rules: list[Rule], resources: list[Resource], findings: list[PostureFinding]) -> dict[str, Any]:
+    """Per framework and control: the rules mapped to it, PASS/FAIL with the failing objects, or MANUAL for a
+    catalogued control no rule assesses; the score counts the assessed controls."""
+    from stockade.posture.graph import CROSS_RULES
+
+    rules = [*rules, *CROSS_RULES]
     failing: dict[str, set[str]] = defaultdict(set)
     for f in findings:
         failing[f.rule.id].add(f.resource.ref)
+    cats = catalogues()
     controls: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for fw, cat in cats.items():
+        for c in cat["controls"]:
+            controls[fw][str(c["id"])] = {
+                "rules": [],
+                "failing": set(),
+                "title": c.get("title", ""),
+                "manual": c.get("manual", ""),
+            }
     for r in rules:
         for fw, value in r.frameworks.items():
             ids = (
                 [f"{value['level']}: {value['control']}"] if isinstance(value, dict) else [str(v) for v in value or []]
             )
             for cid in ids:
-                c = controls[fw].setdefault(cid, {"rules": [], "failing": set()})
+                c = controls[fw].setdefault(cid, {"rules": [], "failing": set(), "title": "", "manual": ""})
                 c["rules"].append(r.id)
                 c["failing"] |= failing.get(r.id, set())
     out: dict[str, Any] = {}
     for fw, cs in sorted(controls.items()):
+        order = [str(c["id"]) for c in cats[fw]["controls"]] if fw in cats else sorted(cs)
+        order += sorted(set(cs) - set(order))
         rows = []
-        for cid, c in sorted(cs.items()):
-            rows.append(
-                {
-                    "control": cid,
-                    "rules": c["rules"],
-                    "status": "FAIL" if c["failing"] else "PASS",
-                    "failing_objects": sorted(c["failing"]),
-                }
-            )
-        passed = sum(1 for r in rows if r["status"] == "PASS")
+        for cid in order:
+            c = cs[cid]
+            status = ("FAIL" if c["failing"] else "PASS") if c["rules"] else "MANUAL"
+            row: dict[str, Any] = {
+                "control": cid,
+                "title": c["title"],
+                "rules": c["rules"],
+                "status": status,
+                "failing_objects": sorted(c["failing"]),
+            }
+            if status == "MANUAL":
+                row["how"] = c["manual"] or "No rule assesses this control; review it by hand."
+            rows.append(row)
+        assessed = [r for r in rows if r["status"] != "MANUAL"]
+        passed = sum(1 for r in assessed if r["status"] == "PASS")
         out[fw] = {
-            "score": round(100.0 * passed / len(rows), 1) if rows else 100.0,
+            "title": cats[fw]["title"] if fw in cats else fw.upper(),
+            "score": round(100.0 * passed / len(assessed), 1) if assessed else 100.0,
             "passed": passed,
-            "total": len(rows),
+            "total": len(assessed),
+            "manual": len(rows) - len(assessed),
             "controls": rows,
         }
     return {"objects": len(resources), "frameworks": out}
@@ -109,19 +142,23 @@ def compliance_html(report: dict[str, Any]) -> bytes:
     parts = [
         "<!doctype html><meta charset=utf-8><title>stockade compliance</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.FAIL{color:#b00}.PASS{color:#070}</style>",
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        ".FAIL{color:#b00}.PASS{color:#070}.MANUAL{color:#666}</style>",
         f"<h1>Compliance report</h1><p>{report['objects']} objects checked.</p>",
     ]
-    for fw, data in report["frameworks"].items():
+    for _fw, data in report["frameworks"].items():
         parts.append(
-            f"<h2>{html.escape(fw.upper())}: {data['score']}% ({data['passed']}/{data['total']} controls pass)</h2>"
+            f"<h2>{html.escape(data['title'])}: {data['score']}% ({data['passed']}/{data['total']} assessed "
+            f"controls pass, {data['manual']} manual)</h2>"
         )
         parts.append("<table><tr><th>Control</th><th>Status</th><th>Rules</th><th>Failing objects</th></tr>")
         for c in data["controls"]:
             objs = ", ".join(c["failing_objects"][:10]) + (" ..." if len(c["failing_objects"]) > 10 else "")
+            detail = html.escape(objs if c["status"] != "MANUAL" else c.get("how", ""))
+            title = f" {html.escape(c['title'])}" if c["title"] else ""
             parts.append(
-                f"<tr><td>{html.escape(c['control'])}</td><td class={c['status']}>{c['status']}</td>"
-                f"<td>{', '.join(c['rules'])}</td><td>{html.escape(objs)}</td></tr>"
+                f"<tr><td>{html.escape(c['control'])}{title}</td><td class={c['status']}>{c['status']}</td>"
+                f"<td>{', '.join(c['rules'])}</td><td>{detail}</td></tr>"
             )
         parts.append("</table>")
     return "".join(parts).encode()

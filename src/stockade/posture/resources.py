@@ -161,18 +161,26 @@ def load(paths: list[Path]) -> tuple[list[Resource], list[str]]:
     return out, warnings
 
 
-def pod_spec(r: Resource) -> dict[str, Any] | None:
-    """The pod spec of any workload, or of a pod template found inside a custom resource."""
+def pod_template(r: Resource) -> dict[str, Any] | None:
+    """The pod (metadata and spec) of any workload, or a pod template found inside a custom resource."""
     spec = r.raw.get("spec") or {}
     if not isinstance(spec, dict):
         return None
     if r.kind == "Pod":
-        return spec
+        return r.raw
     if r.kind == "CronJob":
-        return (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec")
-    if r.kind in WORKLOAD_KINDS:
-        return (spec.get("template") or {}).get("spec")
-    return _find_template(spec, 0)
+        tmpl = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
+    elif r.kind in WORKLOAD_KINDS:
+        tmpl = spec.get("template")
+    else:
+        tmpl = _find_template(spec, 0)
+    return tmpl if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict) else None
+
+
+def pod_spec(r: Resource) -> dict[str, Any] | None:
+    """The pod spec of any workload, or of a pod template found inside a custom resource."""
+    tmpl = pod_template(r)
+    return tmpl["spec"] if tmpl is not None else None
 
 
 def _find_template(node: Any, depth: int) -> dict[str, Any] | None:
@@ -180,7 +188,7 @@ def _find_template(node: Any, depth: int) -> dict[str, Any] | None:
         return None
     tmpl = node.get("template")
     if isinstance(tmpl, dict) and isinstance((tmpl.get("spec") or {}).get("containers"), list):
-        return dict(tmpl["spec"])
+        return tmpl
     for v in node.values():
         found = _find_template(v, depth + 1)
         if found is not None:

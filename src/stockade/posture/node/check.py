@@ -28,6 +28,7 @@ BINARIES = {
     "kube-scheduler": "scheduler",
     "etcd": "etcd",
     "kubelet": "kubelet",
+    "kube-proxy": "proxy",
 }
 
 
@@ -39,7 +40,7 @@ class NodeCheckError(StockadeError):
 class Result:
     id: str
     title: str
-    status: str  # PASS, FAIL, SKIP (component not on this node), INFO (nothing to check)
+    status: str  # PASS, FAIL, SKIP (component not on this node), INFO (nothing to check), MANUAL
     detail: str
     remediation: str
 
@@ -138,6 +139,11 @@ def _expect(op: str, actual: str | None, want: Any) -> bool:
     if actual is None:
         return False
     items = [x.strip() for x in actual.split(",")]
+    if op == "min":  # a number at least ``want`` ("30", or a duration's leading number is not accepted)
+        try:
+            return float(actual) >= float(want)
+        except ValueError:
+            return False
     return {
         "eq": actual == str(want),
         "ne": actual != str(want),
@@ -162,20 +168,18 @@ def run(root: Path = Path("/"), proc: Path = Path("/proc"), checks: list[dict[st
     for c in checks:
         comp = c["component"]
         base = (c["id"], c["title"])
-        if comp not in comps and c["type"] == "flag":
+        if comp not in comps and c["type"] in ("flag", "manual"):
             out.append(Result(*base, "SKIP", f"no {comp} process on this node", c["remediation"]))
             continue
+        if c["type"] == "manual":
+            out.append(Result(*base, "MANUAL", str(c.get("audit", "review by hand")), c["remediation"]))
+            continue
         if c["type"] == "flag":
-            flags = comps[comp]
-            source, actual = "default", c.get("default")
-            if c["flag"] in flags:
-                source, actual = f"flag --{c['flag']}", flags[c["flag"]]
-            elif c.get("config") and _dig(kubelet_cfg, c["config"]) is not None:
-                source, actual = f"config {c['config']}", _as_text(_dig(kubelet_cfg, c["config"]))
-            actual = None if actual is None else str(actual)
-            ok = _expect(c["expect"]["op"], actual, c["expect"].get("value"))
-            shown = "unset" if actual is None else f"{actual!r}"
-            out.append(Result(*base, "PASS" if ok else "FAIL", f"{source}: {shown}", c["remediation"]))
+            ok, details = True, list[str]()
+            for t in c.get("all") or [c]:
+                good, detail = _flag_test(comps[comp], kubelet_cfg, t)
+                ok, details = ok and good, [*details, detail]
+            out.append(Result(*base, "PASS" if ok else "FAIL", "; ".join(details), c["remediation"]))
         else:
             pattern = str(root / c["path"].lstrip("/"))
             matches = [p for p in _glob(pattern)]
@@ -201,6 +205,19 @@ def run(root: Path = Path("/"), proc: Path = Path("/proc"), checks: list[dict[st
                 )
             )
     return out
+
+
+def _flag_test(flags: dict[str, str], kubelet_cfg: dict[str, Any], t: dict[str, Any]) -> tuple[bool, str]:
+    """One flag against its expectation: the flag, else the kubelet config key, else the default."""
+    source, actual = "default", t.get("default")
+    if t["flag"] in flags:
+        source, actual = f"flag --{t['flag']}", flags[t["flag"]]
+    elif t.get("config") and _dig(kubelet_cfg, t["config"]) is not None:
+        source, actual = f"config {t['config']}", _as_text(_dig(kubelet_cfg, t["config"]))
+    actual = None if actual is None else str(actual)
+    ok = _expect(t["expect"]["op"], actual, t["expect"].get("value"))
+    shown = "unset" if actual is None else f"{actual!r}"
+    return ok, f"{source} --{t['flag']}: {shown}" if source == "default" else f"{source}: {shown}"
 
 
 def _glob(pattern: str) -> list[str]:
