@@ -103,3 +103,24 @@ def libapt_compare(pairs: list[tuple[str, str]]) -> list[int]:
 
 def libapt_lt(pairs: list[tuple[str, str]]) -> list[bool]:
     return [c < 0 for c in libapt_compare(pairs)]
+
+
+@pytest.fixture(scope="session")
+def vulndb(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The vulnerability DB built from every feed archive in ../shared (once per test session)."""
+    from stockade.vulndb.build import build
+    from stockade.vulndb.store import VulnDB
+
+    dest = tmp_path_factory.mktemp("vulndb") / "vuln.db"
+    report = build(sorted((SHARED / "data" / "vuln").glob("*.tar.gz")), dest)
+    assert report.sources["pschou+oval/debian-bookworm"].records > 20000
+    return VulnDB(dest)
+
+
+@pytest.fixture(scope="session")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """../shared's real manifests (badPods, Online Boutique), unpacked once per session."""
+    out = tmp_path_factory.mktemp("manifests")
+    with tarfile.open(SHARED / "data" / "manifests" / "real-manifests.tar.gz") as tf:
+        tf.extractall(out, filter="data")
+    return out

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, trivy_bin
+from conftest import trivy_bin
 
 from stockade.model import StockadeError
 from stockade.posture.engine import RuleError, evaluate, load_rules, parse_rules
@@ -36,14 +35,6 @@ EXPECTED = {
     "everything-allowed": {"priv", "hostpid", "hostipc", "hostnetwork", "hostpath"},
     "nothing-allowed": set(),
 }
-
-
-@pytest.fixture(scope="session")
-def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("manifests")
-    with tarfile.open(SHARED / "data" / "manifests" / "real-manifests.tar.gz") as tf:
-        tf.extractall(out, filter="data")
-    return out
 
 
 def test_every_bad_pod_flagged_with_its_controls_and_safe_pods_not(manifests: Path) -> None:

@@ -26,14 +26,6 @@ from stockade.vulndb.store import VulnDB
 VULN = SHARED / "data" / "vuln"
 
 
-@pytest.fixture(scope="session")
-def vulndb(tmp_path_factory: pytest.TempPathFactory) -> VulnDB:
-    dest = tmp_path_factory.mktemp("vulndb") / "vuln.db"
-    report = build(sorted(VULN.glob("*.tar.gz")), dest)
-    assert report.sources["pschou+oval/debian-bookworm"].records > 20000
-    return VulnDB(dest)
-
-
 def _secdb(branch: str) -> dict[str, list[tuple[str, str]]]:
     """origin package -> [(fixed version, id)] for one Alpine branch, straight from the secdb files."""
     out: dict[str, list[tuple[str, str]]] = {}

@@ -59,6 +59,8 @@ class Exceptions:
             doc: Any = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise StockadeError(f"{path}: unreadable exceptions file ({exc})") from None
+        if doc is not None and not isinstance(doc, dict):
+            raise StockadeError(f"{path}: expected a mapping with an 'exceptions' list")
         items = []
         for i, e in enumerate((doc or {}).get("exceptions") or []):
             if not isinstance(e, dict) or not e.get("rule") or not e.get("reason"):

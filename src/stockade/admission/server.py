@@ -1,0 +1,116 @@
+"""`stockade admission serve`: the HTTPS validating webhook (AdmissionReview v1), with health, readiness and
+Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from stockade.admission.policy import AdmissionPolicy
+from stockade.admission.review import BadReview, Decision, Reviewer, allowed_on_error, parse_review
+
+log = logging.getLogger("stockade.admission")
+JSON = "application/json"
+
+
+def create_app(policy: AdmissionPolicy, reviewer: Reviewer | None = None) -> FastAPI:
+    reviewer = reviewer or Reviewer(policy)
+    registry = CollectorRegistry()
+    requests = Counter("stockade_admission_requests", "Admission reviews answered", ["decision"], registry=registry)
+    violations = Counter("stockade_admission_violations", "Rule violations found", ["rule", "mode"], registry=registry)
+    latency = Histogram(
+        "stockade_admission_review_seconds",
+        "Time to answer one review",
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        registry=registry,
+    )
+    errors = Counter("stockade_admission_errors", "Bad requests and internal errors", ["kind"], registry=registry)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        reviewer.close()
+
+    app = FastAPI(title="stockade admission", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.reviewer = reviewer
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > policy.max_body_bytes:
+            raise BadReview(f"request body of {declared} bytes is over the {policy.max_body_bytes}-byte limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > policy.max_body_bytes:
+                raise BadReview(f"request body is over the {policy.max_body_bytes}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.post("/validate")
+    async def validate(request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            doc = parse_review(await read_body(request), policy.max_body_bytes)
+        except BadReview as exc:
+            errors.labels("bad_request").inc()
+            log.warning("bad admission request from %s: %s", request.client.host if request.client else "?", exc)
+            return Response(orjson.dumps({"error": str(exc)}), status_code=400, media_type=JSON)
+        uid = doc["request"]["uid"]
+        agent = request.headers.get("user-agent", "")
+        try:
+            decision: Decision = await asyncio.wait_for(
+                asyncio.to_thread(reviewer.review, doc, agent), timeout=policy.timeout_seconds
+            )
+        except TimeoutError:
+            errors.labels("timeout").inc()
+            log.error("review %s timed out after %.1f s; failure policy %s", uid, policy.timeout_seconds,
+                      policy.failure_policy)  # fmt: skip
+            decision = allowed_on_error(uid, policy, "timed out")
+        except Exception as exc:  # an internal error follows the failure policy, and is logged
+            errors.labels("internal").inc()
+            log.exception("review %s failed; failure policy %s", uid, policy.failure_policy)
+            decision = allowed_on_error(uid, policy, type(exc).__name__)
+        for v in decision.violations:
+            violations.labels(v.rule.id, v.mode).inc()
+        requests.labels("exempt" if decision.exempt else ("allowed" if decision.allowed else "denied")).inc()
+        latency.observe(time.perf_counter() - start)
+        return Response(decision.response(), media_type=JSON)
+
+    @app.get("/healthz")
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz")
+    async def readyz() -> PlainTextResponse:
+        return PlainTextResponse("ready" if app.state.reviewer is not None else "loading",
+                                 status_code=200 if app.state.reviewer is not None else 503)  # fmt: skip
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(app: FastAPI, host: str, port: int, cert: str, key: str, **kw: Any) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+        log_level=kw.get("log_level", "warning"),
+        access_log=False,
+        timeout_keep_alive=30,
+    )
