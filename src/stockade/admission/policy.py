@@ -11,6 +11,9 @@ import yaml
 
 from stockade.model import StockadeError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
+
 MODES = ("off", "audit", "warn", "deny")
 
 
@@ -64,7 +67,7 @@ class AdmissionPolicy:
     @classmethod
     def load(cls, path: Path) -> AdmissionPolicy:
         try:
-            doc = yaml.safe_load(path.read_text())
+            doc = yaml.load(path.read_text(), Loader=_LOADER)
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read ({exc.strerror})") from None
         except yaml.YAMLError as exc:

@@ -36,6 +36,9 @@ import yaml
 from stockade.model import StockadeError
 from stockade.posture.resources import Resource, containers, pod_template
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
+
 SCOPES = {"pod", "container", "resource"}
 SEVERITIES = {"CRITICAL", "HIGH", "MEDIUM", "LOW"}
 _OPS = {
@@ -242,7 +245,7 @@ def load_rules(extra: list[Path] | None = None) -> list[Rule]:
             raise RuleError(f"{p}: cannot read ({exc.strerror})") from None
     for where, text in sources:
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_LOADER)
         except yaml.YAMLError as exc:
             raise RuleError(f"{where}: malformed YAML ({str(exc).splitlines()[0]})") from None
         rules += parse_rules(doc, where)

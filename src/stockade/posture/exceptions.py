@@ -24,6 +24,9 @@ import yaml
 from stockade.model import StockadeError
 from stockade.posture.engine import PostureFinding
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
+
 ANNOTATION = "stockade.dev/exempt"
 
 
@@ -56,7 +59,7 @@ class Exceptions:
     @classmethod
     def load(cls, path: Path) -> Exceptions:
         try:
-            doc: Any = yaml.safe_load(path.read_text())
+            doc: Any = yaml.load(path.read_text(), Loader=_LOADER)
         except (OSError, yaml.YAMLError) as exc:
             raise StockadeError(f"{path}: unreadable exceptions file ({exc})") from None
         if doc is not None and not isinstance(doc, dict):

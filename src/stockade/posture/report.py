@@ -74,7 +74,7 @@ def catalogues() -> dict[str, dict[str, Any]]:
     out = {}
     for p in sorted(importlib_resources.files("stockade.posture").joinpath("frameworks").iterdir(), key=str):
         if p.name.endswith(".yaml"):
-            doc = yaml.safe_load(p.read_text())
+            doc = yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
             out[doc["framework"]] = doc
     return out
 

@@ -22,6 +22,9 @@ import yaml
 
 from stockade.model import StockadeError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
+
 BINARIES = {
     "kube-apiserver": "apiserver",
     "kube-controller-manager": "controllermanager",
@@ -59,7 +62,7 @@ def load_checks(path: Path | None = None) -> list[dict[str, Any]]:
         path.read_text() if path else (importlib_resources.files("stockade.posture.node") / "cis-node.yaml").read_text()
     )
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise NodeCheckError(f"{path or 'cis-node.yaml'}: malformed YAML ({str(exc).splitlines()[0]})") from None
     checks = (doc or {}).get("checks")
@@ -161,7 +164,7 @@ def run(root: Path = Path("/"), proc: Path = Path("/proc"), checks: list[dict[st
     if "kubelet" in comps and comps["kubelet"].get("config"):
         cfg_path = root / comps["kubelet"]["config"].lstrip("/")
         try:
-            kubelet_cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            kubelet_cfg = yaml.load(cfg_path.read_text(), Loader=_LOADER) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise NodeCheckError(f"{cfg_path}: unreadable kubelet config ({exc})") from None
     out = []
