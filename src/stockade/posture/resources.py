@@ -61,7 +61,20 @@ class Resource:
 
 
 def _charts(paths: list[Path]) -> list[Path]:
-    return [p for p in paths if p.is_dir() and (p / "Chart.yaml").is_file()]
+    """Chart directories given, or found below the directories given (a chart's own subcharts excepted)."""
+    out: list[Path] = []
+    for p in paths:
+        if not p.is_dir():
+            continue
+        if (p / "Chart.yaml").is_file():
+            out.append(p)
+            continue
+        for root, dirs, _files in os.walk(p):
+            if "Chart.yaml" in _files:
+                out.append(Path(root))
+                dirs[:] = []
+            dirs.sort()
+    return out
 
 
 def render_chart(chart: Path, warnings: list[str]) -> list[Resource]:
@@ -93,7 +106,11 @@ def _walk(paths: list[Path]) -> Iterator[Path]:
         if p.is_dir() and (p / "Chart.yaml").is_file():
             continue  # rendered by render_chart, not read as raw templates
         if p.is_dir():
-            for root, _dirs, files in sorted(os.walk(p)):
+            for root, dirs, files in os.walk(p):
+                if "Chart.yaml" in files:  # rendered by render_chart
+                    dirs[:] = []
+                    continue
+                dirs.sort()
                 for f in sorted(files):
                     if f.endswith((".yaml", ".yml", ".json")):
                         yield Path(root) / f
