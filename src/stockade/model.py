@@ -141,3 +141,34 @@ class Finding:
             "references": self.references,
             **({"suppressed": self.suppressed} if self.suppressed else {}),
         }
+
+
+@dataclass(slots=True)
+class Alert:
+    """A detection from the control plane (audit) or a node (sensor): who did what, when, and the evidence."""
+
+    rule: str
+    title: str
+    severity: str  # CRITICAL, HIGH, MEDIUM, LOW, INFO
+    tactics: list[str]
+    techniques: list[str]
+    source: str  # "k8s_audit", "sensor"
+    time: str  # first event's time (RFC 3339)
+    last_time: str
+    user: str = ""
+    groups: list[str] = field(default_factory=list)
+    source_ips: list[str] = field(default_factory=list)
+    user_agent: str = ""
+    verb: str = ""
+    resource: str = ""
+    namespace: str = ""
+    name: str = ""
+    message: str = ""
+    description: str = ""
+    remediation: str = ""
+    count: int = 1
+    dedup_key: str = ""
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # the first events (at most a few)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}

@@ -592,6 +592,114 @@ def admission_manifests(
     _write(yaml.safe_dump_all(docs, sort_keys=False).encode(), output)
 
 
+audit_app = typer.Typer(help="Control-plane threat detection from Kubernetes audit logs.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+class AuditFormat(StrEnum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+@audit_app.command("scan")
+def audit_scan(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Audit logs (JSON lines, EventList, AKS/EKS/GKE exports); - for stdin")
+    ] = None,
+    fmt: Annotated[AuditFormat, typer.Option("--format", "-f", help="Output format")] = AuditFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
+    follow: Annotated[bool, typer.Option(help="Keep reading as the (single) file grows; follows rotation")] = False,
+    state: Annotated[
+        Path | None, typer.Option(help="Remember the offset here and resume from it (single file)")
+    ] = None,
+    window: Annotated[int, typer.Option(help="Dedup window in seconds: repeats become one alert's count")] = 600,
+    exit_code: Annotated[int, typer.Option(help="Exit with this code when alerts were raised")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Raise alerts (MITRE ATT&CK for Containers) from Kubernetes audit events."""
+    from stockade.audit import events as aev
+    from stockade.audit.detect import Detector
+    from stockade.audit.rules import load as load_audit_rules
+
+    paths = files or [Path("-")]
+    if (follow or state) and len(paths) != 1:
+        _err("[red]error:[/] --follow and --state take exactly one file")
+        raise typer.Exit(EXIT_USAGE)
+    with _input_errors():
+        detector = Detector(load_audit_rules(rules), window_s=window)
+    stats = aev.Stats()
+    stream_out = fmt is AuditFormat.jsonl and output is None
+
+    def emit(new: list[Any]) -> None:
+        if stream_out:
+            for a in new:
+                sys.stdout.buffer.write(orjson.dumps(a.to_dict()) + b"\n")
+            sys.stdout.flush()
+
+    with _input_errors():
+        for path in paths:
+            if str(path) == "-":
+                for _off, ev in aev.parse_stream(sys.stdin.buffer, stats):
+                    emit(detector.process(ev))
+                continue
+            fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
+            with contextlib.suppress(KeyboardInterrupt):
+                _audit_read(path, fs, stats, detector, emit, follow, state)
+    if not quiet and stats.malformed:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(stats.reasons.items()))
+        _err(f"[yellow]warning:[/] {stats.malformed} malformed record(s) skipped ({reasons})")
+    alerts = detector.alerts
+    if fmt is AuditFormat.table and output is None:
+        from rich.console import Console
+        from rich.table import Table
+
+        out = Console()
+        out.print(f"{stats.events} events, {len(alerts)} alerts")
+        table = Table()
+        for col in ("Severity", "Rule", "Count", "Time", "User", "Message", "MITRE"):
+            table.add_column(col, overflow="fold")
+        for a in alerts:
+            table.add_row(a.severity, a.rule, str(a.count), a.time, a.user, a.message, ",".join(a.techniques))
+        out.print(table)
+    elif not stream_out:
+        if fmt is AuditFormat.json:
+            data = orjson.dumps(
+                {"events": stats.events, "malformed": stats.malformed, "alerts": [a.to_dict() for a in alerts]},
+                option=orjson.OPT_INDENT_2,
+            )
+        else:
+            data = b"\n".join(orjson.dumps(a.to_dict()) for a in alerts)
+        _write(data, output)
+    if alerts and exit_code:
+        raise typer.Exit(exit_code)
+
+
+def _audit_read(
+    path: Path, fs: Any, stats: Any, detector: Any, emit: Callable[[list[Any]], None], follow: bool, state: Path | None
+) -> None:
+    """Read one file to its end (and on, with follow), saving the offset to ``state`` as it goes."""
+    import time
+
+    from stockade.audit import events as aev
+
+    while True:
+        last = time.monotonic()
+        for off, ev in aev.read_file(path, stats, fs):
+            emit(detector.process(ev))
+            if fs is not None:
+                fs.offset = off
+                if state is not None and time.monotonic() - last > 1.0:
+                    fs.save(state)
+                    last = time.monotonic()
+        if fs is not None and state is not None:
+            fs.save(state)
+        if not follow:
+            return
+        time.sleep(0.5)
+
+
 @app.command("node-check")
 def node_check(
     root: Annotated[Path, typer.Option(help="The node's root filesystem")] = Path("/"),

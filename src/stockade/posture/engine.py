@@ -12,8 +12,8 @@ PATH is dotted, with [*] over lists ("volumes[*].hostPath.path") and {} over a m
 that reaches several values passes when any of them does. A pod-scope node also carries ``_meta`` (the pod's
 metadata: labels, annotations); a container node carries ``_pod`` (that pod node).
 OP: eq, ne, in, not_in, exists, absent, truthy, falsy, startswith, endswith,
-contains, matches, gt, lt, not_subset (a list with an element outside ``value``), missing_any (a list
-lacking one of ``value``).
+contains, icontains (case-insensitive substring), matches, glob (shell pattern, or any of a list), gt, lt,
+not_subset (a list with an element outside ``value``), missing_any (a list lacking one of ``value``).
 
 Versions: a rule may apply only from a Kubernetes minor version on (``since: "1.34"``) and may change with the
 version (``versions: [{since: "1.29", fail: ..., skip: ...}]``, the newest entry at or below the target wins;
@@ -58,6 +58,8 @@ _OPS = {
     "lt",
     "not_subset",
     "missing_any",
+    "glob",
+    "icontains",
 }
 # The newest Kubernetes minor version whose Pod Security Standards the rules know.
 LATEST_K8S = (1, 37)
@@ -310,6 +312,13 @@ def _test(op: str, v: Any, want: Any) -> bool:
         return isinstance(v, str) and re.search(str(want), v) is not None
     if op in ("gt", "lt"):
         return isinstance(v, int | float) and not isinstance(v, bool) and (v > want if op == "gt" else v < want)
+    if op == "icontains":
+        return isinstance(v, str) and str(want).lower() in v.lower()
+    if op == "glob":
+        import fnmatch
+
+        pats = want if isinstance(want, list) else [want]
+        return isinstance(v, str) and any(fnmatch.fnmatchcase(v, str(p)) for p in pats)
     if op == "not_subset":
         return isinstance(v, list) and any(x not in want for x in v)
     if op == "missing_any":

@@ -1,0 +1,1 @@
+"""Control-plane threat detection: Kubernetes audit events in, alerts out."""

@@ -1,0 +1,108 @@
+"""Events through the indexed rules; a burst of the same alert (rule, user, namespace, object) within the
+dedup window becomes one alert with a count."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+from stockade.audit.rules import AuditRule, Index
+from stockade.model import Alert
+from stockade.posture.engine import _resolve, split_path
+
+EVIDENCE = 3  # events kept per alert
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def _first(ev: dict[str, Any], path: str) -> str:
+    vals = [v for v in _resolve(ev, split_path(path)) if v not in (None, "")]
+    if not vals:
+        return "-"
+    return ",".join(str(v) for v in vals[:5]) if len(vals) > 1 else str(vals[0])
+
+
+def render(template: str, ev: dict[str, Any]) -> str:
+    return _PLACEHOLDER.sub(lambda m: _first(ev, m.group(1)), template)
+
+
+def _epoch(ts: str) -> float:
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+def _evidence(ev: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ev.items() if not k.startswith("_")}
+
+
+class Detector:
+    def __init__(self, rules: list[AuditRule], window_s: float = 600.0, max_open: int = 100_000) -> None:
+        self.index = Index(rules)
+        self.window = window_s
+        self.max_open = max_open
+        self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
+        self.alerts: list[Alert] = []  # every alert, in the order raised
+        self.events = 0
+
+    def process(self, ev: dict[str, Any]) -> list[Alert]:
+        """New alerts for this event (a repeat within the window only raises the existing alert's count)."""
+        self.events += 1
+        rules = self.index.lookup(ev["verb"], ev["_resource"])
+        if not rules:
+            return []
+        new: list[Alert] = []
+        for rule in rules:
+            if rule.fires(ev):
+                alert = self._raise(rule, ev)
+                if alert is not None:
+                    new.append(alert)
+        return new
+
+    def _raise(self, rule: AuditRule, ev: dict[str, Any]) -> Alert | None:
+        ref = ev.get("objectRef") or {}
+        user = ev.get("user") or {}
+        ts = str(ev.get("stageTimestamp") or ev.get("requestReceivedTimestamp") or ev.get("timestamp") or "")
+        key = "|".join((rule.id, str(user.get("username", "")), str(ref.get("namespace", "")), ev["_resource"],
+                        str(ref.get("name", ""))))  # fmt: skip
+        now = _epoch(ts)
+        hit = self.open.get(key)
+        if hit is not None and abs(now - hit[0]) <= self.window:
+            alert = hit[1]
+            alert.count += 1
+            alert.last_time = ts or alert.last_time
+            if len(alert.evidence) < EVIDENCE:
+                alert.evidence.append(_evidence(ev))
+            self.open[key] = (now, alert)
+            self.open.move_to_end(key)
+            return None
+        alert = Alert(
+            rule=rule.id,
+            title=rule.title,
+            severity=rule.severity,
+            tactics=rule.tactics,
+            techniques=rule.techniques,
+            source="k8s_audit",
+            time=ts,
+            last_time=ts,
+            user=str(user.get("username", "")),
+            groups=[str(g) for g in user.get("groups") or []],
+            source_ips=[str(i) for i in ev.get("sourceIPs") or []],
+            user_agent=str(ev.get("userAgent", "")),
+            verb=str(ev.get("verb", "")),
+            resource=ev["_resource"],
+            namespace=str(ref.get("namespace", "")),
+            name=str(ref.get("name", "")),
+            message=render(rule.output, ev) if rule.output else rule.title,
+            description=rule.description,
+            remediation=rule.remediation,
+            dedup_key=key,
+            evidence=[_evidence(ev)],
+        )
+        self.open[key] = (now, alert)
+        if len(self.open) > self.max_open:  # bounded memory: the oldest burst closes
+            self.open.popitem(last=False)
+        self.alerts.append(alert)
+        return alert

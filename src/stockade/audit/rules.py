@@ -1,0 +1,189 @@
+"""Audit rules are YAML data (lists, macros, rules with exceptions); this module loads, checks, compiles and
+indexes them by verb and resource, so that an event is tested only against the rules that can match it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stockade.model import StockadeError
+from stockade.posture.engine import RuleError, _check_condition, compile_condition
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
+Pred = Callable[[Any], bool]
+
+
+class AuditRuleError(StockadeError):
+    pass
+
+
+@dataclass(slots=True)
+class AuditRule:
+    id: str
+    title: str
+    severity: str
+    tactics: list[str]
+    techniques: list[str]
+    verbs: list[str] | None  # None: any
+    resources: list[str] | None
+    condition: Pred
+    exceptions: list[Pred]
+    description: str = ""
+    remediation: str = ""
+    output: str = ""
+    order: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def fires(self, ev: dict[str, Any]) -> bool:
+        return self.condition(ev) and not any(e(ev) for e in self.exceptions)
+
+
+def _expand(
+    node: Any, lists: dict[str, list[Any]], macros: dict[str, Any], where: str, seen: tuple[str, ...] = ()
+) -> Any:
+    """Macros replaced by their conditions and "$list" values by the lists, recursively."""
+    if isinstance(node, dict):
+        if "macro" in node:
+            name = node["macro"]
+            if name not in macros:
+                raise AuditRuleError(f"{where}: unknown macro {name!r}")
+            if name in seen:
+                raise AuditRuleError(f"{where}: macro {name!r} refers to itself")
+            return _expand(macros[name], lists, macros, where, (*seen, name))
+        return {k: _expand(v, lists, macros, where, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, lists, macros, where, seen) for v in node]
+    if isinstance(node, str) and node.startswith("$"):
+        if node[1:] not in lists:
+            raise AuditRuleError(f"{where}: unknown list {node!r}")
+        return lists[node[1:]]
+    return node
+
+
+def _flatten_lists(raw: dict[str, Any], where: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for name, items in raw.items():
+        if not isinstance(items, list):
+            raise AuditRuleError(f"{where}: list {name!r} is not a list")
+        flat: list[Any] = []
+        for it in items:
+            if isinstance(it, str) and it.startswith("$"):
+                if it[1:] not in out:
+                    raise AuditRuleError(f"{where}: list {name!r} refers to {it!r} before it is defined")
+                flat += out[it[1:]]
+            else:
+                flat.append(it)
+        out[str(name)] = flat
+    return out
+
+
+def parse(doc: Any, where: str, lists: dict[str, list[Any]] | None = None,
+          macros: dict[str, Any] | None = None) -> list[AuditRule]:  # fmt: skip
+    if not isinstance(doc, dict):
+        raise AuditRuleError(f"{where}: expected a mapping with lists, macros and rules")
+    lists = {**(lists or {}), **_flatten_lists(doc.get("lists") or {}, where)}
+    macros = {**(macros or {}), **(doc.get("macros") or {})}
+    rules: list[AuditRule] = []
+    for i, r in enumerate(doc.get("rules") or []):
+        w = f"{where}: rule {i}" + (f" ({r.get('id')})" if isinstance(r, dict) and r.get("id") else "")
+        if not isinstance(r, dict):
+            raise AuditRuleError(f"{w}: not a mapping")
+        if r.get("enabled") is False:
+            continue
+        missing = [k for k in ("id", "title", "severity", "remediation") if not r.get(k)]
+        if missing:
+            raise AuditRuleError(f"{w}: missing {', '.join(missing)}")
+        if r["severity"] not in SEVERITIES:
+            raise AuditRuleError(f"{w}: severity must be one of {', '.join(SEVERITIES)}")
+        mitre = r.get("mitre") or {}
+        if not mitre.get("techniques"):
+            raise AuditRuleError(f"{w}: needs mitre.techniques (ATT&CK ids)")
+        cond = _expand(r.get("condition") or {"field": "verb", "op": "exists"}, lists, macros, w)
+        excs = [_expand(e, lists, macros, w) for e in r.get("exceptions") or []]
+        try:
+            _check_condition(cond, f"{w}: condition")
+            for j, e in enumerate(excs):
+                _check_condition(e, f"{w}: exceptions[{j}]")
+        except RuleError as exc:
+            raise AuditRuleError(str(exc)) from None
+        verbs = _expand(r.get("verbs"), lists, macros, w)
+        resources = _expand(r.get("resources"), lists, macros, w)
+        for name, v in (("verbs", verbs), ("resources", resources)):
+            if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+                raise AuditRuleError(f"{w}: {name} must be a list of strings")
+        rules.append(
+            AuditRule(
+                id=str(r["id"]),
+                title=str(r["title"]),
+                severity=str(r["severity"]),
+                tactics=[str(t) for t in mitre.get("tactics") or []],
+                techniques=[str(t) for t in mitre["techniques"]],
+                verbs=verbs,
+                resources=resources,
+                condition=compile_condition(cond),
+                exceptions=[compile_condition(e) for e in excs],
+                description=str(r.get("description", "")),
+                remediation=str(r["remediation"]),
+                output=str(r.get("output", "")),
+                raw=copy.deepcopy(r),
+            )
+        )
+    return rules
+
+
+def load(extra: list[Path] | None = None) -> list[AuditRule]:
+    """The built-in pack (audit/rules/*.yaml) and any extra files; extra files see the pack's lists and
+    macros, may add their own, and may replace a built-in rule by using its id."""
+    pkg = importlib_resources.files("stockade.audit") / "rules"
+    sources = [(f"rules/{p.name}", p.read_text()) for p in sorted(pkg.iterdir(), key=lambda x: x.name)
+               if p.name.endswith(".yaml")]  # fmt: skip
+    for p in extra or []:
+        try:
+            sources.append((str(p), p.read_text()))
+        except OSError as exc:
+            raise AuditRuleError(f"{p}: cannot read ({exc.strerror})") from None
+    lists: dict[str, list[Any]] = {}
+    macros: dict[str, Any] = {}
+    by_id: dict[str, AuditRule] = {}
+    for where, text in sources:
+        try:
+            doc = yaml.load(text, Loader=_LOADER)
+        except yaml.YAMLError as exc:
+            raise AuditRuleError(f"{where}: malformed YAML ({str(exc).splitlines()[0]})") from None
+        for r in parse(doc, where, lists, macros):
+            by_id[r.id] = r
+        if isinstance(doc, dict):
+            lists.update(_flatten_lists(doc.get("lists") or {}, where))
+            macros.update(doc.get("macros") or {})
+    rules = list(by_id.values())
+    for i, r in enumerate(rules):
+        r.order = i
+    return rules
+
+
+class Index:
+    """Rules by (verb, resource); a rule without verbs or resources sits under every value of that key."""
+
+    def __init__(self, rules: list[AuditRule]) -> None:
+        self.rules = rules
+        self._cache: dict[tuple[str, str], list[AuditRule]] = {}
+
+    def lookup(self, verb: str, resource: str) -> list[AuditRule]:
+        key = (verb, resource)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = [
+                r
+                for r in self.rules
+                if (r.verbs is None or verb in r.verbs) and (r.resources is None or resource in r.resources)
+            ]
+            if len(self._cache) < 65536:  # bounded: verbs x resources seen
+                self._cache[key] = hit
+        return hit

@@ -1,0 +1,304 @@
+"""Control-plane detection on the 48 real audit traces in ../shared (Falco's k8s audit test traces), with
+Falco's own test expectations as the oracle, plus synthetic attack sequences, the cloud log shapes,
+malformed input and resuming a rotated log."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SHARED
+
+from stockade.audit.detect import Detector
+from stockade.audit.events import FileState, Stats, documents_to_events, parse_stream, read_file
+from stockade.audit.rules import AuditRuleError, load, parse
+
+CLI = [sys.executable, "-m", "stockade.cli.main"]
+
+# Oracle: falcosecurity/falco test/falco_k8s_audit_tests.yaml, the detect_counts of each trace under Falco's
+# default k8s audit rules, and the traces it expects nothing from. Falco rule -> stockade rule:
+FALCO = {
+    "Create Privileged Pod": "STK-AUD-002",
+    "Create HostNetwork Pod": "STK-AUD-003",
+    "Create Sensitive Mount Pod": "STK-AUD-004",
+    "ClusterRole With Wildcard Created": "STK-AUD-005",
+    "ClusterRole With Write Privileges Created": "STK-AUD-007",
+    "ClusterRole With Pod Exec Created": "STK-AUD-008",
+    "Attach to cluster-admin Role": "STK-AUD-009",
+    "Anonymous Request Allowed": "STK-AUD-010",
+    "Create NodePort Service": "STK-AUD-011",
+    "Attach/Exec Pod": "STK-AUD-001",
+    "Pod Created in Kube Namespace": "STK-AUD-017",
+    "Service Account Created in Kube Namespace": "STK-AUD-018",
+    "System ClusterRole Modified/Deleted": "STK-AUD-028",
+    "Create/Modify Configmap With Private Credentials": "STK-AUD-029",
+}
+DETECT = {
+    "create_nginx_pod_privileged": ("Create Privileged Pod", 1),
+    "create_nginx_pod_no_secctx_1st_container_privileged_2nd_container": ("Create Privileged Pod", 1),
+    "create_nginx_pod_privileged_2nd_container": ("Create Privileged Pod", 1),
+    "create_nginx_pod_sensitive_mount": ("Create Sensitive Mount Pod", 1),
+    "create_nginx_pod_sensitive_mount_2nd_container": ("Create Sensitive Mount Pod", 1),
+    "create_nginx_pod_hostnetwork": ("Create HostNetwork Pod", 1),
+    "create_nginx_service_nodeport": ("Create NodePort Service", 1),
+    "create_configmap_sensitive_values": ("Create/Modify Configmap With Private Credentials", 6),
+    "anonymous_creates_namespace_foo": ("Anonymous Request Allowed", 1),
+    "exec_pod": ("Attach/Exec Pod", 1),
+    "attach_pod": ("Attach/Exec Pod", 1),
+    "create_pod_kube_system_namespace": ("Pod Created in Kube Namespace", 1),
+    "create_pod_kube_public_namespace": ("Pod Created in Kube Namespace", 1),
+    "create_serviceaccount_kube_system_namespace": ("Service Account Created in Kube Namespace", 1),
+    "create_serviceaccount_kube_public_namespace": ("Service Account Created in Kube Namespace", 1),
+    "delete_cluster_role_kube_aggregator": ("System ClusterRole Modified/Deleted", 1),
+    "modify_cluster_role_node_problem_detector": ("System ClusterRole Modified/Deleted", 1),
+    "attach_cluster_admin_role": ("Attach to cluster-admin Role", 1),
+    "create_cluster_role_wildcard_resources": ("ClusterRole With Wildcard Created", 1),
+    "create_cluster_role_wildcard_verbs": ("ClusterRole With Wildcard Created", 1),
+    "create_cluster_role_write_privileges": ("ClusterRole With Write Privileges Created", 1),
+    "create_cluster_role_pod_exec": ("ClusterRole With Pod Exec Created", 1),
+}
+# detect: False in Falco's tests, or only its INFO-level activity log ("K8s Deployment Created" and the like):
+# ordinary operations, which must raise nothing here.
+BENIGN = {
+    "create_nginx_pod_unprivileged", "create_nginx_pod_unsensitive_mount", "create_nginx_pod_nohostnetwork",
+    "create_nginx_service_nonodeport", "create_configmap_no_sensitive_values", "create_service_account_token_secret",
+    "create_kube_system_secret", "minikube_creates_namespace_foo", "some-user_creates_namespace_foo",
+    "create_deployment", "delete_deployment", "create_service", "delete_service", "create_configmap",
+    "delete_configmap", "delete_namespace_foo", "create_serviceaccount", "delete_serviceaccount",
+    "create_clusterrole", "delete_clusterrole", "create_clusterrolebinding", "delete_clusterrolebinding",
+    "create_secret", "delete_secret", "fal_01_003",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("audit")
+    with tarfile.open(SHARED / "data" / "audit" / "falco-k8s-audit-traces.tar.gz") as tf:
+        tf.extractall(out, filter="data")
+    return next(out.rglob("exec_pod.json")).parent
+
+
+def _run(path: Path) -> tuple[Detector, Stats]:
+    d, st = Detector(load()), Stats()
+    for _off, ev in read_file(path, st):
+        d.process(ev)
+    return d, st
+
+
+def test_every_trace_is_classified(traces: Path) -> None:
+    names = {p.stem for p in traces.glob("*.json")}
+    assert len(names) == 47 and names == set(DETECT) | BENIGN  # the 48th file is the directory's CMakeLists.txt
+
+
+@pytest.mark.parametrize("trace", sorted(DETECT))
+def test_attack_traces_raise_what_falco_expects(traces: Path, trace: str) -> None:
+    falco_rule, count = DETECT[trace]
+    d, _st = _run(traces / f"{trace}.json")
+    got = Counter()
+    for a in d.alerts:
+        got[a.rule] += a.count
+    assert got[FALCO[falco_rule]] == count, got
+    a = next(a for a in d.alerts if a.rule == FALCO[falco_rule])
+    assert a.techniques and a.tactics and a.remediation and a.user and a.evidence and a.time
+
+
+@pytest.mark.parametrize("trace", sorted(BENIGN))
+def test_benign_traces_raise_nothing(traces: Path, trace: str) -> None:
+    d, st = _run(traces / f"{trace}.json")
+    assert d.alerts == []
+    if trace == "fal_01_003":  # Falco: "data not recognized as a k8s audit event"
+        assert st.malformed == 1 and "not recognized" in next(iter(st.reasons))
+
+
+def _event(verb: str, resource: str, user: str = "mallory@example.com", ns: str = "default", name: str = "x",
+           sub: str = "", obj: dict[str, Any] | None = None, ts: str = "2026-11-23T10:00:00.000000Z",
+           groups: list[str] | None = None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    ev: dict[str, Any] = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "RequestResponse",
+        "auditID": f"id-{verb}-{resource}-{ts}",
+        "stage": "ResponseComplete",
+        "requestURI": f"/api/v1/namespaces/{ns}/{resource}/{name}",
+        "verb": verb,
+        "user": {"username": user, "groups": groups or ["system:authenticated"]},
+        "sourceIPs": ["203.0.113.7"],
+        "userAgent": "kubectl/v1.31.0",
+        "objectRef": {"resource": resource, "namespace": ns, "name": name, "apiVersion": "v1"},
+        "responseStatus": {"code": 200},
+        "requestReceivedTimestamp": ts,
+        "stageTimestamp": ts,
+        "annotations": {"authorization.k8s.io/decision": "allow"},
+        **extra,
+    }
+    if sub:
+        ev["objectRef"]["subresource"] = sub
+    if obj is not None:
+        ev["requestObject"] = obj
+    return ev
+
+
+def _deploy(kind: str, image: str, **pod: Any) -> dict[str, Any]:
+    spec = {"containers": [{"name": "c", "image": image}], **pod}
+    if kind == "CronJob":
+        return {"kind": kind, "apiVersion": "batch/v1",
+                "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": spec}}}}}  # fmt: skip
+    return {"kind": kind, "apiVersion": "apps/v1", "spec": {"template": {"spec": spec}}}
+
+
+SCENARIOS = [
+    ("crypto-miner daemonset", [_event("create", "daemonsets", obj=_deploy("DaemonSet", "docker.io/evil/xmrig:latest"))],  # noqa: E501
+     {"STK-AUD-020", "STK-AUD-023"}),
+    ("privileged deployment", [_event("create", "deployments", obj=_deploy("Deployment", "nginx", hostPID=True))],
+     {"STK-AUD-003"}),
+    ("untrusted registry", [_event("create", "deployments", obj=_deploy("Deployment", "evil.example.com:5000/tool:1"))],
+     {"STK-AUD-019"}),
+    ("cronjob by a person", [_event("create", "cronjobs", obj=_deploy("CronJob", "busybox"))], {"STK-AUD-024"}),
+    ("webhook deleted", [_event("delete", "validatingwebhookconfigurations", ns="", name="gatekeeper")], {"STK-AUD-021"}),  # noqa: E501
+    ("events wiped", [_event("deletecollection", "events", name="")], {"STK-AUD-022"}),
+    ("impersonation", [_event("list", "secrets", ns="prod", impersonatedUser={"username": "system:admin"})],
+     {"STK-AUD-016", "STK-AUD-013"}),
+    ("token minted", [_event("create", "serviceaccounts", sub="token", ns="kube-system", name="admin")], {"STK-AUD-014"}),  # noqa: E501
+    ("csr approved", [_event("update", "certificatesigningrequests", sub="approval", ns="", name="csr-1")], {"STK-AUD-015"}),  # noqa: E501
+    ("port-forward", [_event("create", "pods", sub="portforward", name="db-0")], {"STK-AUD-025"}),
+    ("kubelet via nodes/proxy", [_event("get", "nodes", sub="proxy", ns="", name="node-1")], {"STK-AUD-027"}),
+    ("service proxy", [_event("get", "services", sub="proxy", name="grafana")], {"STK-AUD-026"}),
+    ("dashboard exposed", [_event("create", "services", ns="kubernetes-dashboard", name="kubernetes-dashboard",
+                                  obj={"kind": "Service", "spec": {"type": "LoadBalancer"}})],
+     {"STK-AUD-011", "STK-AUD-012"}),
+    ("escalate role", [_event("create", "clusterroles", ns="", name="r",
+                              obj={"kind": "ClusterRole", "rules": [{"resources": ["clusterroles"], "verbs": ["escalate"]}]})],  # noqa: E501
+     {"STK-AUD-006"}),
+    # benign system activity
+    ("kubelet reads its secrets", [_event("get", "secrets", user="system:node:node-1")], set()),
+    ("controller approves csr", [_event("update", "certificatesigningrequests", sub="approval", ns="", name="c",
+                                        user="system:kube-controller-manager")], set()),
+    ("denied exec", [_event("create", "pods", sub="exec", responseStatus={"code": 403},
+                            annotations={"authorization.k8s.io/decision": "forbid"})], set()),
+    ("health check", [_event("get", "", user="system:anonymous", ns="", requestURI="/healthz",
+                             groups=["system:unauthenticated"])], set()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "events", "expected"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_synthetic_attack_sequences(name: str, events: list[dict[str, Any]], expected: set[str]) -> None:
+    d, st = Detector(load()), Stats()
+    for doc in events:
+        for ev in documents_to_events(copy.deepcopy(doc), st):
+            d.process(ev)
+    assert {a.rule for a in d.alerts} == expected
+
+
+def test_a_burst_is_one_alert_with_a_count() -> None:
+    d, st = Detector(load(), window_s=600), Stats()
+    for i in range(50):
+        ts = f"2026-11-23T10:{i // 60:02d}:{i % 60:02d}.000000Z"
+        for ev in documents_to_events(_event("create", "pods", sub="exec", name="web-0", ts=ts), st):
+            d.process(ev)
+    for ev in documents_to_events(_event("create", "pods", sub="exec", name="web-0", ts="2026-11-23T11:30:00Z"), st):
+        d.process(ev)  # past the window: a new alert
+    assert [(a.rule, a.count) for a in d.alerts] == [("STK-AUD-001", 50), ("STK-AUD-001", 1)]
+    assert len(d.alerts[0].evidence) == 3 and d.alerts[0].last_time.startswith("2026-11-23T10:00:49")
+
+
+def test_cloud_shapes_give_the_same_alerts(traces: Path) -> None:
+    raw = [json.loads(line) for line in (traces / "exec_pod.json").read_text().splitlines() if line.strip()]
+    ev = raw[0]
+    shapes = {
+        "EventList (webhook backend)": {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [ev]},
+        "AKS diagnostic logs": {"records": [{"category": "kube-audit", "properties": {"log": json.dumps(ev)}}]},
+        "EKS CloudWatch export": {"@timestamp": "2018-10-26", "@message": json.dumps(ev)},
+        "EKS subscription": {"logEvents": [{"id": "1", "message": json.dumps(ev)}]},
+        "GKE Cloud Audit Logs": {
+            "insertId": "abc",
+            "timestamp": ev["stageTimestamp"],
+            "protoPayload": {
+                "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+                "methodName": "io.k8s.core.v1.pods.exec.create",
+                "resourceName": f"core/v1/namespaces/default/pods/{ev['objectRef']['name']}/exec",
+                "authenticationInfo": {"principalEmail": "mallory@example.com"},
+                "requestMetadata": {"callerIp": "203.0.113.7", "callerSuppliedUserAgent": "kubectl"},
+                "status": {},
+            },
+            "resource": {"type": "k8s_cluster", "labels": {"cluster_name": "prod"}},
+        },
+    }
+    for label, doc in shapes.items():
+        d, st = Detector(load()), Stats()
+        for e in documents_to_events(doc, st):
+            d.process(e)
+        assert [a.rule for a in d.alerts] == ["STK-AUD-001"], label
+        assert d.alerts[0].resource == "pods/exec" and d.alerts[0].namespace == "default", label
+
+
+def test_malformed_lines_are_counted_and_the_stream_goes_on(traces: Path, tmp_path: Path) -> None:
+    good = (traces / "exec_pod.json").read_bytes().strip()
+    pretty = json.dumps(json.loads((traces / "attach_pod.json").read_text()), indent=2).encode()
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join([b"garbage{", good, b"[1, 2]", b'{"kind": "Event"}', pretty, b"", b'{"half": ']))
+    st = Stats()
+    d = Detector(load())
+    with log.open("rb") as fh:
+        for _off, ev in parse_stream(fh, st):
+            d.process(ev)
+    assert sorted(a.rule for a in d.alerts) == ["STK-AUD-001", "STK-AUD-001"]  # exec and the pretty-printed attach
+    assert st.events == 2 and st.malformed == 4, st.reasons
+
+
+def test_resume_from_offset_and_follow_rotation(traces: Path, tmp_path: Path) -> None:
+    log, state = tmp_path / "audit.log", tmp_path / "state.json"
+    log.write_bytes((traces / "exec_pod.json").read_bytes())
+    cmd = [*CLI, "audit", "scan", str(log), "--state", str(state), "-f", "json", "-q"]
+    first = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert [a["rule"] for a in first["alerts"]] == ["STK-AUD-001"]
+    with log.open("ab") as fh:
+        fh.write((traces / "attach_cluster_admin_role.json").read_bytes())
+    second = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert [a["rule"] for a in second["alerts"]] == ["STK-AUD-009"] and second["events"] == 1  # only the new line
+    log.rename(tmp_path / "audit.log.1")  # rotated: a new file with the same name starts from its beginning
+    log.write_bytes((traces / "create_nginx_pod_privileged.json").read_bytes())
+    third = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert [a["rule"] for a in third["alerts"]] == ["STK-AUD-002"]
+    assert FileState.load(state, log).offset == log.stat().st_size
+
+
+def test_cli_jsonl_stdin_and_exit_code(traces: Path) -> None:
+    data = b"".join((traces / f"{t}.json").read_bytes() for t in ("exec_pod", "create_deployment"))
+    out = subprocess.run([*CLI, "audit", "scan", "-", "-f", "jsonl", "--exit-code", "4"], input=data,
+                         capture_output=True)  # fmt: skip
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert out.returncode == 4 and [x["rule"] for x in lines] == ["STK-AUD-001"]
+    assert lines[0]["techniques"] == ["T1609"] and lines[0]["user"] == "minikube-user"
+
+
+def test_rules_are_data(tmp_path: Path) -> None:
+    extra = tmp_path / "mine.yaml"
+    extra.write_text(
+        "rules:\n  - id: ACME-1\n    title: Secret deleted in prod\n    severity: HIGH\n"
+        "    mitre: {tactics: [Impact], techniques: [T1485]}\n    verbs: [delete]\n    resources: [secrets]\n"
+        "    condition: {all: [{macro: succeeded}, {field: objectRef.namespace, op: in, value: [prod, default]}]}\n"
+        "    remediation: Restore it from the secret store.\n"
+    )
+    rules = load([extra])
+    assert "ACME-1" in {r.id for r in rules}
+    d, st = Detector(rules), Stats()
+    for ev in documents_to_events(_event("delete", "secrets", ns="prod"), st):
+        d.process(ev)
+    assert [a.rule for a in d.alerts] == ["ACME-1"]
+    for doc, msg in [
+        ({"rules": [{"id": "X", "title": "t", "severity": "HIGH", "remediation": "r"}]}, "mitre.techniques"),
+        ({"rules": [{"id": "X", "title": "t", "severity": "BAD", "remediation": "r"}]}, "severity"),
+        ({"rules": [{"id": "X", "title": "t", "severity": "LOW", "remediation": "r", "mitre": {"techniques": ["T1"]},
+                     "condition": {"macro": "nope"}}]}, "unknown macro"),
+        ({"rules": [{"id": "X", "title": "t", "severity": "LOW", "remediation": "r", "mitre": {"techniques": ["T1"]},
+                     "verbs": "$nolist"}]}, "unknown list"),
+    ]:  # fmt: skip
+        with pytest.raises(AuditRuleError, match=msg):
+            parse(doc, "test")
