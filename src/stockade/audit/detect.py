@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from stockade.audit.rules import AuditRule, Index
@@ -23,10 +24,19 @@ def _first(ev: dict[str, Any], path: str) -> str:
     return ",".join(str(v) for v in vals[:5]) if len(vals) > 1 else str(vals[0])
 
 
+def _field(obj: bytes, key: bytes) -> str:
+    i = obj.find(key)
+    if i < 0:
+        return ""
+    i += len(key)
+    return obj[i : obj.find(b'"', i)].decode()
+
+
 def render(template: str, ev: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(lambda m: _first(ev, m.group(1)), template)
 
 
+@lru_cache(maxsize=65536)
 def _epoch(ts: str) -> float:
     try:
         return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
@@ -46,11 +56,38 @@ class Detector:
         self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
         self.alerts: list[Alert] = []  # every alert, in the order raised
         self.events = 0
+        self._candidates: list[AuditRule] | None = None
+
+    def skip(self, line: bytes) -> bool:
+        """True when no rule can match this raw native event: its verb and resource select no rule, or
+        every selected rule's prefilter strings are absent. Anything unusual is parsed."""
+        self._candidates = None
+        i = line.find(b'"verb":"')
+        k = line.find(b'"objectRef":{')
+        if i < 0 or k < 0 or line.find(b'"verb":"', i + 8) >= 0 or line.find(b'"objectRef":{', k + 13) >= 0:
+            return False
+        j = line.find(b'"', i + 8)
+        end = line.find(b"}", k)
+        ref = line[k + 13 : end]
+        if b"{" in ref or b'"kind":"Event"' not in line:
+            return False
+        resource = _field(ref, b'"resource":"')
+        sub = _field(ref, b'"subresource":"')
+        if sub:
+            resource += "/" + sub
+        survivors = [
+            r for r in self.index.lookup(line[i + 8 : j].decode(), resource)
+            if not r.prefilter or any(p in line for p in r.prefilter)
+        ]  # fmt: skip
+        self._candidates = survivors or None  # the rules process() tests for the event parsed from this line
+        return not survivors
 
     def process(self, ev: dict[str, Any]) -> list[Alert]:
         """New alerts for this event (a repeat within the window only raises the existing alert's count)."""
         self.events += 1
-        rules = self.index.lookup(ev["verb"], ev["_resource"])
+        rules, self._candidates = self._candidates, None
+        if rules is None:
+            rules = self.index.lookup(ev["verb"], ev["_resource"])
         if not rules:
             return []
         new: list[Alert] = []

@@ -9,7 +9,7 @@ strings, ``logEvents``), and GKE's Cloud Audit Logs (``protoPayload`` with metho
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -190,9 +190,12 @@ def _embedded(value: Any, stats: Stats) -> Iterator[dict[str, Any]]:
     yield from documents_to_events(inner, stats)
 
 
-def parse_stream(fh: IO[bytes], stats: Stats) -> Iterator[tuple[int, dict[str, Any]]]:
+def parse_stream(
+    fh: IO[bytes], stats: Stats, skip: Callable[[bytes], bool] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(byte offset after the document, event) for every event in a stream of JSON lines; a document
-    pretty-printed over several lines is gathered (up to 16 MiB); a broken line is counted and skipped."""
+    pretty-printed over several lines is gathered (up to 16 MiB); a broken line is counted and skipped.
+    ``skip(line)`` may declare a line uninteresting before it is parsed (it then counts as an event)."""
     offset = fh.tell() if fh.seekable() else 0
     pending = b""
     for line in fh:
@@ -210,6 +213,9 @@ def parse_stream(fh: IO[bytes], stats: Stats) -> Iterator[tuple[int, dict[str, A
             pending = b""
         else:
             if not line.strip():
+                continue
+            if skip is not None and skip(line):
+                stats.events += 1
                 continue
             try:
                 doc = orjson.loads(line)
@@ -249,7 +255,9 @@ class FileState:
         os.replace(tmp, state)
 
 
-def read_file(path: Path, stats: Stats, state: FileState | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_file(
+    path: Path, stats: Stats, state: FileState | None = None, skip: Callable[[bytes], bool] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Events of one audit log file, from where ``state`` left off unless the file was rotated."""
     try:
         fh = path.open("rb")
@@ -262,4 +270,4 @@ def read_file(path: Path, stats: Stats, state: FileState | None = None) -> Itera
                 fh.seek(state.offset)
             else:
                 state.inode, state.offset = st.st_ino, 0
-        yield from parse_stream(fh, stats)
+        yield from parse_stream(fh, stats, skip)

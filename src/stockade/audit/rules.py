@@ -38,6 +38,7 @@ class AuditRule:
     description: str = ""
     remediation: str = ""
     output: str = ""
+    prefilter: tuple[bytes, ...] = ()  # the raw event holds one of these, or the rule cannot match
     order: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -132,6 +133,7 @@ def parse(doc: Any, where: str, lists: dict[str, list[Any]] | None = None,
                 description=str(r.get("description", "")),
                 remediation=str(r["remediation"]),
                 output=str(r.get("output", "")),
+                prefilter=tuple(str(x).encode() for x in r.get("prefilter") or []),
                 raw=copy.deepcopy(r),
             )
         )

@@ -641,7 +641,7 @@ def audit_scan(
     with _input_errors():
         for path in paths:
             if str(path) == "-":
-                for _off, ev in aev.parse_stream(sys.stdin.buffer, stats):
+                for _off, ev in aev.parse_stream(sys.stdin.buffer, stats, detector.skip):
                     emit(detector.process(ev))
                 continue
             fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
@@ -686,7 +686,7 @@ def _audit_read(
 
     while True:
         last = time.monotonic()
-        for off, ev in aev.read_file(path, stats, fs):
+        for off, ev in aev.read_file(path, stats, fs, detector.skip):
             emit(detector.process(ev))
             if fs is not None:
                 fs.offset = off

@@ -373,6 +373,17 @@ def _tester(op: str, want: Any) -> Pred:
     if op == "matches":
         rx = re.compile(str(want))
         return lambda v: isinstance(v, str) and rx.search(v) is not None
+    if op == "glob":
+        import fnmatch
+
+        pats = want if isinstance(want, list) else [want]
+        grx = re.compile("|".join(f"(?:{fnmatch.translate(str(p))})" for p in pats))
+        return lambda v: isinstance(v, str) and grx.match(v) is not None
+    if op == "icontains":
+        low = str(want).lower()
+        return lambda v: isinstance(v, str) and low in v.lower()
+    if op == "startswith" and isinstance(want, str):
+        return lambda v: isinstance(v, str) and v.startswith(want)
     return lambda v: _test(op, v, want)
 
 
