@@ -302,3 +302,53 @@ def test_rules_are_data(tmp_path: Path) -> None:
     ]:  # fmt: skip
         with pytest.raises(AuditRuleError, match=msg):
             parse(doc, "test")
+
+
+def test_webhook_backend_over_https(traces: Path, tmp_path: Path) -> None:
+    """`stockade audit serve` as the API server's audit webhook: EventList batches with a bearer token."""
+    import socket
+    import ssl
+    import time
+
+    import httpx
+
+    certs = tmp_path / "certs"
+    subprocess.run([*CLI, "admission", "certs", str(certs), "--san", "127.0.0.1"], check=True, capture_output=True)
+    (tmp_path / "tokens").write_text("s3cret-audit-token\n")
+    alerts = tmp_path / "alerts.jsonl"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "audit", "serve", "--host", "127.0.0.1", "--port", str(port), "--cert", str(certs / "tls.crt"),
+         "--key", str(certs / "tls.key"), "--token-file", str(tmp_path / "tokens"), "-o", str(alerts)]
+    )  # fmt: skip
+    client = httpx.Client(
+        base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=certs / "ca.crt")
+    )
+    try:
+        for _ in range(200):
+            try:
+                client.get("/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        items = [json.loads(line) for t in ("exec_pod", "create_deployment", "attach_cluster_admin_role")
+                 for line in (traces / f"{t}.json").read_text().splitlines() if line.strip()]  # fmt: skip
+        batch = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}
+        auth = {"Authorization": "Bearer s3cret-audit-token"}
+        assert client.post("/audit", json=batch).status_code == 401
+        assert client.post("/audit", json=batch, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/audit", content=b"{broken", headers=auth).status_code == 400
+        r = client.post("/audit", json=batch, headers=auth)
+        assert r.status_code == 200 and r.json() == {"events": 3, "malformed": 0, "alerts": 2}
+        r = client.post("/audit", json={"kind": "EventList", "items": [items[0], {"junk": 1}]}, headers=auth)
+        assert r.json() == {"events": 1, "malformed": 1, "alerts": 0}  # the repeat exec only raises the count
+        metrics = client.get("/metrics").text
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+    got = [json.loads(line)["rule"] for line in alerts.read_text().splitlines()]
+    assert got == ["STK-AUD-001", "STK-AUD-009"]
+    assert 'stockade_audit_rejected_total{reason="unauthorized"} 2.0' in metrics

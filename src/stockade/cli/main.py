@@ -676,6 +676,41 @@ def audit_scan(
         raise typer.Exit(exit_code)
 
 
+@audit_app.command("serve")
+def audit_serve(
+    cert: Annotated[Path, typer.Option(help="TLS certificate (PEM)")],
+    key: Annotated[Path, typer.Option(help="Its private key (PEM)")],
+    token_file: Annotated[Path, typer.Option(help="Bearer tokens the API server may present, one per line")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Append alerts (JSON lines) here")] = None,
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8444,
+    window: Annotated[int, typer.Option(help="Dedup window in seconds")] = 600,
+) -> None:
+    """Receive audit events from the API server's webhook backend (EventList over HTTPS) and raise alerts."""
+    import uvicorn
+
+    from stockade.audit.detect import Detector
+    from stockade.audit.rules import load as load_audit_rules
+    from stockade.audit.server import create_app
+
+    with _input_errors():
+        for p in (cert, key, token_file):
+            if not p.is_file():
+                raise StockadeError(f"{p}: no such file")
+        tokens = [t.strip() for t in token_file.read_text().splitlines() if t.strip()]
+        if not tokens:
+            raise StockadeError(f"{token_file}: no token in it")
+        detector = Detector(load_audit_rules(rules), window_s=window)
+        try:
+            out = output.open("ab") if output else sys.stdout.buffer
+        except OSError as exc:
+            raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
+    app = create_app(detector, tokens, out)
+    uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
+                access_log=False)  # fmt: skip
+
+
 def _audit_read(
     path: Path, fs: Any, stats: Any, detector: Any, emit: Callable[[list[Any]], None], follow: bool, state: Path | None
 ) -> None:
