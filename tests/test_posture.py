@@ -599,3 +599,51 @@ def test_compliance_lists_every_catalogued_control(manifests: Path) -> None:
     assert comp["cis"]["total"] + comp["cis"]["manual"] == 35
     nsa = {c["control"]: c["status"] for c in comp["nsa"]["controls"]}
     assert nsa["Resource policies"] == "FAIL" and nsa["Audit logging"] == "MANUAL"
+
+
+# Docker's reference grammar (distribution/reference): the first path component is a registry host only
+# when it holds a "." or a ":" or is "localhost"; otherwise the image is on Docker Hub.
+REGISTRY_CASES = [
+    ("nginx", False),
+    ("nginx:1.25", False),
+    ("nginx@sha256:" + "a" * 64, False),
+    ("library/nginx:1", False),
+    ("bitnami/redis:7", False),
+    ("docker.io/bitnami/redis:7", False),
+    ("registry.k8s.io/pause:3.9", False),
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1", False),
+    ("acme.azurecr.io/app:1", False),
+    ("evil.example.com/tool:1", True),
+    ("localhost:5000/app", True),
+    ("10.0.0.5:5000/app:1", True),
+]
+
+
+@pytest.mark.parametrize(("image", "flagged"), REGISTRY_CASES)
+def test_allowed_registries(image: str, flagged: bool) -> None:
+    pod = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": image}]},
+    }
+    got = {f.rule.id for f in evaluate(load_rules(), [to_resource(pod)], cross=False)}
+    assert ("STK-WL-014" in got) is flagged
+
+
+def test_an_extra_rule_replaces_the_builtin_of_the_same_id(tmp_path: Path) -> None:
+    mine = tmp_path / "registries.yaml"
+    mine.write_text(
+        "rules:\n  - id: STK-WL-014\n    title: Image not from registry.acme.example\n    severity: HIGH\n"
+        "    scope: container\n    remediation: Mirror it.\n"
+        "    fail: {not: {field: image, op: startswith, value: registry.acme.example/}}\n"
+    )
+    rules = load_rules([mine])
+    assert [r.title for r in rules if r.id == "STK-WL-014"] == ["Image not from registry.acme.example"]
+    pod = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+    }
+    assert "STK-WL-014" in {f.rule.id for f in evaluate(rules, [to_resource(pod)], cross=False)}

@@ -232,30 +232,38 @@ def parse_rules(doc: Any, where: str) -> list[Rule]:
 
 
 def load_rules(extra: list[Path] | None = None) -> list[Rule]:
-    """The built-in rule files (stockade/posture/rules/*.yaml), plus any given; ids must be unique."""
-    rules: list[Rule] = []
+    """The built-in rule files (stockade/posture/rules/*.yaml), plus any given; ids are unique within the
+    built-in set, and a rule in an extra file replaces the built-in rule of the same id."""
     pkg = importlib_resources.files("stockade.posture") / "rules"
-    sources: list[tuple[str, str]] = [
+    builtin: list[tuple[str, str]] = [
         (f"rules/{p.name}", p.read_text())
         for p in sorted(pkg.iterdir(), key=lambda x: x.name)
         if p.name.endswith(".yaml")
     ]
+    added: list[tuple[str, str]] = []
     for p in extra or []:
         try:
-            sources.append((str(p), p.read_text()))
+            added.append((str(p), p.read_text()))
         except OSError as exc:
             raise RuleError(f"{p}: cannot read ({exc.strerror})") from None
-    for where, text in sources:
-        try:
-            doc = yaml.load(text, Loader=_LOADER)
-        except yaml.YAMLError as exc:
-            raise RuleError(f"{where}: malformed YAML ({str(exc).splitlines()[0]})") from None
-        rules += parse_rules(doc, where)
-    ids = [r.id for r in rules]
-    dup = {i for i in ids if ids.count(i) > 1}
-    if dup:
-        raise RuleError(f"duplicate rule ids: {', '.join(sorted(dup))}")
-    return rules
+
+    def parse_all(sources: list[tuple[str, str]]) -> list[Rule]:
+        out: list[Rule] = []
+        for where, text in sources:
+            try:
+                doc = yaml.load(text, Loader=_LOADER)
+            except yaml.YAMLError as exc:
+                raise RuleError(f"{where}: malformed YAML ({str(exc).splitlines()[0]})") from None
+            out += parse_rules(doc, where)
+        ids = [r.id for r in out]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise RuleError(f"duplicate rule ids: {', '.join(sorted(dup))}")
+        return out
+
+    rules = parse_all(builtin)
+    replacing = {r.id: r for r in parse_all(added)}
+    return [replacing.pop(r.id, r) for r in rules] + list(replacing.values())
 
 
 @lru_cache(maxsize=4096)
