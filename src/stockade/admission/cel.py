@@ -174,6 +174,8 @@ def _test(op: str, v: str, want: Any, fld: str) -> str:
         return f"{_lit(want)} in {v}" if fld in LIST_FIELDS else f"{v}.contains({_lit(want)})"
     if op == "matches":
         return f"{v}.matches({_lit(want)})"
+    if op == "glob":
+        return f"{v}.matches({_lit(_glob_regex(want if isinstance(want, list) else [want]))})"
     if op == "gt":
         return f"{v} > {_lit(want)}"
     if op == "lt":
@@ -183,6 +185,17 @@ def _test(op: str, v: str, want: Any, fld: str) -> str:
     if op == "missing_any":
         return f"{_lit(want)}.exists(y, !(y in {v}))"
     raise Unsupported(f"op {op}")
+
+
+def _glob_regex(patterns: list[Any]) -> str:
+    """Shell patterns as one RE2 regular expression (CEL's matches): * any run, ? one character."""
+    parts = []
+    for p in patterns:
+        out = ""
+        for ch in str(p):
+            out += ".*" if ch == "*" else "." if ch == "?" else re.escape(ch)
+        parts.append(out)
+    return "^(?:" + "|".join(parts) + ")$"
 
 
 def rule_expression(rule: Rule, version: tuple[int, int]) -> str:
