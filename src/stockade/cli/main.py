@@ -735,6 +735,111 @@ def _audit_read(
         time.sleep(0.5)
 
 
+sensor_app = typer.Typer(help="Node sensor: eBPF runtime events and workload threat detection.", no_args_is_help=True)
+app.add_typer(sensor_app, name="sensor")
+
+
+@sensor_app.command("run")
+def sensor_run(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Append alerts (JSON lines) here")] = None,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until interrupted)")] = 0,
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
+    cpu_share: Annotated[float, typer.Option(help="Most of one CPU the sensor's own processing may use")] = 0.5,
+    queue_size: Annotated[int, typer.Option(help="Events buffered before they are dropped (and counted)")] = 65536,
+    learn: Annotated[float, typer.Option(help="Behavioural baseline: learning window in seconds (0: off)")] = 0,
+    kubelet_pods: Annotated[
+        Path | None, typer.Option(help="The kubelet's pod list (JSON, /pods) to name pods and images")
+    ] = None,
+    stats: Annotated[Path | None, typer.Option(help="Write counters (events, dropped, alerts) here at the end")] = None,
+) -> None:
+    """Collect process, file and network events with eBPF (bpftrace) and raise alerts."""
+    import signal
+    import threading
+
+    from stockade.sensor.collector import Sensor
+    from stockade.sensor.detect import Detector as SensorDetector
+    from stockade.sensor.events import Attributor, Decoder
+    from stockade.sensor.rules import load as load_sensor_rules
+
+    lock = threading.Lock()
+    with _input_errors():
+        detector = SensorDetector(load_sensor_rules(rules), learn_s=learn)
+        attr = Attributor()
+        if kubelet_pods is not None:
+            try:
+                attr.load_pods(orjson.loads(kubelet_pods.read_bytes()))
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise StockadeError(f"{kubelet_pods}: unreadable pod list ({exc})") from None
+        attr.refresh()
+        try:
+            out = output.open("ab") if output else sys.stdout.buffer
+        except OSError as exc:
+            raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
+
+        def publish(alerts: list[Any]) -> None:
+            with lock:
+                out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
+                out.flush()
+
+        sensor = Sensor(detector, Decoder(attr), publish, queue_size=queue_size, cpu_share=cpu_share)
+        sensor.start()
+    _err("sensor ready")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait(duration if duration > 0 else None)
+    counters = sensor.stop()
+    _err(f"sensor stopped: {counters}")
+    if stats is not None:
+        stats.write_bytes(orjson.dumps(counters))
+
+
+@sensor_app.command("replay")
+def sensor_replay(
+    files: Annotated[list[Path], typer.Argument(help="Falco JSON output or Tetragon JSON export (JSON lines)")],
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
+) -> None:
+    """Run stockade's workload rules over events from Falco or Tetragon; alerts as JSON lines."""
+    from stockade.sensor.adapters import convert
+    from stockade.sensor.detect import Detector as SensorDetector
+    from stockade.sensor.rules import load as load_sensor_rules
+
+    skipped = 0
+    with _input_errors():
+        detector = SensorDetector(load_sensor_rules(rules))
+        for f in files:
+            try:
+                fh = f.open("rb")
+            except OSError as exc:
+                raise StockadeError(f"{f}: cannot read ({exc.strerror})") from None
+            with fh:
+                for line in fh:
+                    try:
+                        ev = convert(orjson.loads(line)) if line.strip() else None
+                    except orjson.JSONDecodeError:
+                        ev = None
+                    if ev is None:
+                        skipped += bool(line.strip())
+                        continue
+                    for a in detector.process(ev):
+                        sys.stdout.buffer.write(orjson.dumps(a.to_dict()) + b"\n")
+    if skipped:
+        _err(f"[yellow]warning:[/] {skipped} line(s) not a Falco or Tetragon event")
+
+
+@sensor_app.command("manifests")
+def sensor_manifests(
+    namespace: Annotated[str, typer.Option(help="Namespace to install into")] = "stockade",
+    image: Annotated[str, typer.Option(help="stockade container image")] = "ghcr.io/stockade/stockade:latest",
+) -> None:
+    """The collector DaemonSet (eBPF, per node) and the publisher Deployment, as YAML."""
+    import yaml
+
+    from stockade.sensor.manifests import render as render_sensor
+
+    _write(yaml.safe_dump_all(render_sensor(namespace, image), sort_keys=False).encode(), None)
+
+
 @app.command("node-check")
 def node_check(
     root: Annotated[Path, typer.Option(help="The node's root filesystem")] = Path("/"),

