@@ -259,7 +259,8 @@ def test_falco_and_tetragon_events_through_the_rules() -> None:
 def test_manifests_split_collector_and_publisher() -> None:
     import yaml
 
-    out = subprocess.run([*CLI, "sensor", "manifests", "--namespace", "sec"], capture_output=True, text=True, check=True)
+    cmd = [*CLI, "sensor", "manifests", "--namespace", "sec"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     ds = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "DaemonSet")
     ctrs = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
     col, pub = ctrs["collector"], ctrs["publisher"]
