@@ -3,9 +3,8 @@ indexes them by verb and resource, so that an event is tested only against the r
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,6 @@ class AuditRule:
     remediation: str = ""
     output: str = ""
     prefilter: tuple[bytes, ...] = ()  # the raw event holds one of these, or the rule cannot match
-    order: int = 0
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def fires(self, ev: dict[str, Any]) -> bool:
         return self.condition(ev) and not any(e(ev) for e in self.exceptions)
@@ -85,65 +82,83 @@ def _flatten_lists(raw: dict[str, Any], where: str) -> dict[str, list[Any]]:
     return out
 
 
+def read_rule(
+    r: Any,
+    where: str,
+    lists: dict[str, list[Any]],
+    macros: dict[str, Any],
+    default: dict[str, Any],
+    required: tuple[str, ...] = (),
+) -> dict[str, Any] | None:
+    """What audit and sensor rules share, checked and compiled: id, title, severity, MITRE tactics and
+    techniques, condition (``default`` when absent), exceptions, description, remediation, output. None for
+    a rule with ``enabled: false``; ``required`` names further keys the rule must have."""
+    w = f"{where}" + (f" ({r.get('id')})" if isinstance(r, dict) and r.get("id") else "")
+    if not isinstance(r, dict):
+        raise AuditRuleError(f"{w}: not a mapping")
+    if r.get("enabled") is False:
+        return None
+    missing = [k for k in ("id", "title", "severity", "remediation", *required) if not r.get(k)]
+    if missing:
+        raise AuditRuleError(f"{w}: missing {', '.join(missing)}")
+    if r["severity"] not in SEVERITIES:
+        raise AuditRuleError(f"{w}: severity must be one of {', '.join(SEVERITIES)}")
+    mitre = r.get("mitre") or {}
+    if not mitre.get("techniques"):
+        raise AuditRuleError(f"{w}: needs mitre.techniques (ATT&CK ids)")
+    cond = _expand(r.get("condition") or default, lists, macros, w)
+    excs = [_expand(e, lists, macros, w) for e in r.get("exceptions") or []]
+    try:
+        _check_condition(cond, f"{w}: condition")
+        for j, e in enumerate(excs):
+            _check_condition(e, f"{w}: exceptions[{j}]")
+    except RuleError as exc:
+        raise AuditRuleError(str(exc)) from None
+    return {
+        "id": str(r["id"]),
+        "title": str(r["title"]),
+        "severity": str(r["severity"]),
+        "tactics": [str(t) for t in mitre.get("tactics") or []],
+        "techniques": [str(t) for t in mitre["techniques"]],
+        "condition": compile_condition(cond),
+        "exceptions": [compile_condition(e) for e in excs],
+        "description": str(r.get("description", "")),
+        "remediation": str(r["remediation"]),
+        "output": str(r.get("output", "")),
+    }
+
+
 def parse(doc: Any, where: str, lists: dict[str, list[Any]] | None = None,
           macros: dict[str, Any] | None = None) -> list[AuditRule]:  # fmt: skip
+    """The rules of one file; its lists and macros are added to ``lists`` and ``macros`` (shared by the
+    files of a pack)."""
     if not isinstance(doc, dict):
         raise AuditRuleError(f"{where}: expected a mapping with lists, macros and rules")
-    lists = {**(lists or {}), **_flatten_lists(doc.get("lists") or {}, where)}
-    macros = {**(macros or {}), **(doc.get("macros") or {})}
+    lists = {} if lists is None else lists
+    macros = {} if macros is None else macros
+    lists.update(_flatten_lists(doc.get("lists") or {}, where))
+    macros.update(doc.get("macros") or {})
     rules: list[AuditRule] = []
     for i, r in enumerate(doc.get("rules") or []):
-        w = f"{where}: rule {i}" + (f" ({r.get('id')})" if isinstance(r, dict) and r.get("id") else "")
-        if not isinstance(r, dict):
-            raise AuditRuleError(f"{w}: not a mapping")
-        if r.get("enabled") is False:
+        w = f"{where}: rule {i}"
+        common = read_rule(r, w, lists, macros, {"field": "verb", "op": "exists"})
+        if common is None:
             continue
-        missing = [k for k in ("id", "title", "severity", "remediation") if not r.get(k)]
-        if missing:
-            raise AuditRuleError(f"{w}: missing {', '.join(missing)}")
-        if r["severity"] not in SEVERITIES:
-            raise AuditRuleError(f"{w}: severity must be one of {', '.join(SEVERITIES)}")
-        mitre = r.get("mitre") or {}
-        if not mitre.get("techniques"):
-            raise AuditRuleError(f"{w}: needs mitre.techniques (ATT&CK ids)")
-        cond = _expand(r.get("condition") or {"field": "verb", "op": "exists"}, lists, macros, w)
-        excs = [_expand(e, lists, macros, w) for e in r.get("exceptions") or []]
-        try:
-            _check_condition(cond, f"{w}: condition")
-            for j, e in enumerate(excs):
-                _check_condition(e, f"{w}: exceptions[{j}]")
-        except RuleError as exc:
-            raise AuditRuleError(str(exc)) from None
         verbs = _expand(r.get("verbs"), lists, macros, w)
         resources = _expand(r.get("resources"), lists, macros, w)
         for name, v in (("verbs", verbs), ("resources", resources)):
             if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
                 raise AuditRuleError(f"{w}: {name} must be a list of strings")
-        rules.append(
-            AuditRule(
-                id=str(r["id"]),
-                title=str(r["title"]),
-                severity=str(r["severity"]),
-                tactics=[str(t) for t in mitre.get("tactics") or []],
-                techniques=[str(t) for t in mitre["techniques"]],
-                verbs=verbs,
-                resources=resources,
-                condition=compile_condition(cond),
-                exceptions=[compile_condition(e) for e in excs],
-                description=str(r.get("description", "")),
-                remediation=str(r["remediation"]),
-                output=str(r.get("output", "")),
-                prefilter=tuple(str(x).encode() for x in r.get("prefilter") or []),
-                raw=copy.deepcopy(r),
-            )
-        )
+        prefilter = tuple(str(x).encode() for x in r.get("prefilter") or [])
+        rules.append(AuditRule(**common, verbs=verbs, resources=resources, prefilter=prefilter))
     return rules
 
 
-def load(extra: list[Path] | None = None) -> list[AuditRule]:
-    """The built-in pack (audit/rules/*.yaml) and any extra files; extra files see the pack's lists and
-    macros, may add their own, and may replace a built-in rule by using its id."""
-    pkg = importlib_resources.files("stockade.audit") / "rules"
+def load_pack(package: str, extra: list[Path] | None, parse_file: Callable[..., list[Any]]) -> list[Any]:
+    """The rule files of ``package``'s rules/ directory, then the extra files, through ``parse_file(doc,
+    where, lists, macros)``; later files see earlier files' lists and macros, and a rule replaces an
+    earlier one with the same id."""
+    pkg = importlib_resources.files(package) / "rules"
     sources = [(f"rules/{p.name}", p.read_text()) for p in sorted(pkg.iterdir(), key=lambda x: x.name)
                if p.name.endswith(".yaml")]  # fmt: skip
     for p in extra or []:
@@ -153,21 +168,21 @@ def load(extra: list[Path] | None = None) -> list[AuditRule]:
             raise AuditRuleError(f"{p}: cannot read ({exc.strerror})") from None
     lists: dict[str, list[Any]] = {}
     macros: dict[str, Any] = {}
-    by_id: dict[str, AuditRule] = {}
+    by_id: dict[str, Any] = {}
     for where, text in sources:
         try:
             doc = yaml.load(text, Loader=_LOADER)
         except yaml.YAMLError as exc:
             raise AuditRuleError(f"{where}: malformed YAML ({str(exc).splitlines()[0]})") from None
-        for r in parse(doc, where, lists, macros):
+        for r in parse_file(doc, where, lists, macros):
             by_id[r.id] = r
-        if isinstance(doc, dict):
-            lists.update(_flatten_lists(doc.get("lists") or {}, where))
-            macros.update(doc.get("macros") or {})
-    rules = list(by_id.values())
-    for i, r in enumerate(rules):
-        r.order = i
-    return rules
+    return list(by_id.values())
+
+
+def load(extra: list[Path] | None = None) -> list[AuditRule]:
+    """The built-in pack (audit/rules/*.yaml) and any extra files; extra files see the pack's lists and
+    macros, may add their own, and may replace a built-in rule by using its id."""
+    return load_pack("stockade.audit", extra, parse)
 
 
 class Index:
