@@ -18,9 +18,9 @@ import orjson
 
 from stockade.admission.scans import normalize
 from stockade.model import StockadeError
+from stockade.posture.resources import pod_template_of
 
 MAX_DOCUMENT = 16 * 1024 * 1024  # a pretty-printed JSON document spanning lines is read up to this size
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
 # google.rpc.Code -> HTTP status, for GKE's status.code
 _RPC_HTTP = {0: 200, 3: 400, 5: 404, 6: 409, 7: 403, 9: 400, 10: 409, 16: 401, 8: 429, 13: 500, 14: 503}
 
@@ -40,23 +40,6 @@ class Stats:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
-def _pod_spec(obj: Any) -> Any:
-    if not isinstance(obj, dict):
-        return None
-    kind = obj.get("kind")
-    spec = obj.get("spec")
-    if not isinstance(spec, dict):
-        return None
-    if kind == "Pod":
-        return spec
-    if kind == "CronJob":
-        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
-    if kind in WORKLOAD_KINDS or kind == "CronJob":
-        tmpl = spec.get("template")
-        return tmpl.get("spec") if isinstance(tmpl, dict) else None
-    return None
-
-
 def enrich(ev: dict[str, Any]) -> dict[str, Any]:
     """Derived fields the rules read: ``_resource`` (resource or resource/subresource, the rule index key)
     and, for pods and workloads, ``_containers`` (every container of the pod template)."""
@@ -66,8 +49,10 @@ def enrich(ev: dict[str, Any]) -> dict[str, Any]:
     ev["_resource"] = f"{res}/{sub}" if sub else res
     if res in ("pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs",
                "replicationcontrollers") and not sub:  # fmt: skip
-        spec = _pod_spec(ev.get("requestObject"))
-        if isinstance(spec, dict):
+        obj = ev.get("requestObject")
+        tmpl = pod_template_of(obj, str(obj.get("kind") or ""), custom=False) if isinstance(obj, dict) else None
+        if tmpl is not None:
+            spec = tmpl["spec"]
             ev["_podspec"] = spec
             ctrs = [
                 c

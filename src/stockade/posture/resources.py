@@ -180,17 +180,25 @@ def load(paths: list[Path]) -> tuple[list[Resource], list[str]]:
 
 def pod_template(r: Resource) -> dict[str, Any] | None:
     """The pod (metadata and spec) of any workload, or a pod template found inside a custom resource."""
-    spec = r.raw.get("spec") or {}
+    return pod_template_of(r.raw, r.kind)
+
+
+def pod_template_of(obj: dict[str, Any], kind: str, custom: bool = True) -> dict[str, Any] | None:
+    """The pod (metadata and spec) of an object of ``kind``: itself for a Pod, the template of a workload or
+    CronJob, and with ``custom`` a pod template found inside any other kind (custom resources)."""
+    spec = obj.get("spec") or {}
     if not isinstance(spec, dict):
         return None
-    if r.kind == "Pod":
-        return r.raw
-    if r.kind == "CronJob":
+    if kind == "Pod":
+        return obj
+    if kind == "CronJob":
         tmpl = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
-    elif r.kind in WORKLOAD_KINDS:
+    elif kind in WORKLOAD_KINDS:
         tmpl = spec.get("template")
-    else:
+    elif custom:
         tmpl = _find_template(spec, 0)
+    else:
+        return None
     return tmpl if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict) else None
 
 
