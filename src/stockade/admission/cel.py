@@ -15,12 +15,6 @@ from stockade.admission.policy import AdmissionPolicy
 from stockade.posture.engine import LATEST_K8S, OLDEST_K8S, Rule, parse_version, split_path
 from stockade.posture.resources import INHERITED
 
-# Kinds with a pod template, and where it is.
-POD_RESOURCES = {
-    "": ["pods", "replicationcontrollers"],
-    "apps": ["deployments", "statefulsets", "daemonsets", "replicasets"],
-    "batch": ["jobs", "cronjobs"],
-}
 KIND_RESOURCES = {
     "Role": ("rbac.authorization.k8s.io", "roles"),
     "ClusterRole": ("rbac.authorization.k8s.io", "clusterroles"),
@@ -37,6 +31,11 @@ KIND_RESOURCES = {
     "Job": ("batch", "jobs"),
     "CronJob": ("batch", "cronjobs"),
 }
+POD_KINDS = ("Pod", "ReplicationController", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
+# the resources with a pod template, by API group
+POD_RESOURCES: dict[str, list[str]] = {}
+for _kind in POD_KINDS:
+    POD_RESOURCES.setdefault(KIND_RESOURCES[_kind][0], []).append(KIND_RESOURCES[_kind][1])
 POD_SPEC = (
     "object.kind == 'Pod' ? object.spec : "
     "(object.kind == 'CronJob' ? object.spec.jobTemplate.spec.template.spec : object.spec.template.spec)"
