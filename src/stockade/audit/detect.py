@@ -48,12 +48,36 @@ def _evidence(ev: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ev.items() if not k.startswith("_")}
 
 
+class Bursts:
+    """Open alerts by dedup key: a repeat within the window (by event time) raises the open alert's count
+    instead of a new alert; at most ``max_open`` keys are kept, the least recently repeated closing first."""
+
+    def __init__(self, window_s: float, max_open: int = 100_000) -> None:
+        self.window, self.max_open = window_s, max_open
+        self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
+
+    def repeat(self, key: str, now: float, ts: str) -> Alert | None:
+        """The open alert for ``key`` with its count raised, or None when there is none within the window."""
+        hit = self.open.get(key)
+        if hit is None or abs(now - hit[0]) > self.window:
+            return None
+        alert = hit[1]
+        alert.count += 1
+        alert.last_time = ts or alert.last_time
+        self.open[key] = (now, alert)
+        self.open.move_to_end(key)
+        return alert
+
+    def add(self, key: str, now: float, alert: Alert) -> None:
+        self.open[key] = (now, alert)
+        if len(self.open) > self.max_open:  # bounded memory: the oldest burst closes
+            self.open.popitem(last=False)
+
+
 class Detector:
     def __init__(self, rules: list[AuditRule], window_s: float = 600.0, max_open: int = 100_000) -> None:
         self.index = Index(rules)
-        self.window = window_s
-        self.max_open = max_open
-        self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
+        self.bursts = Bursts(window_s, max_open)
         self.alerts: list[Alert] = []  # every alert, in the order raised
         self.events = 0
         self._candidates: list[AuditRule] | None = None
@@ -105,15 +129,10 @@ class Detector:
         key = "|".join((rule.id, str(user.get("username", "")), str(ref.get("namespace", "")), ev["_resource"],
                         str(ref.get("name", ""))))  # fmt: skip
         now = _epoch(ts)
-        hit = self.open.get(key)
-        if hit is not None and abs(now - hit[0]) <= self.window:
-            alert = hit[1]
-            alert.count += 1
-            alert.last_time = ts or alert.last_time
-            if len(alert.evidence) < EVIDENCE:
-                alert.evidence.append(_evidence(ev))
-            self.open[key] = (now, alert)
-            self.open.move_to_end(key)
+        seen = self.bursts.repeat(key, now, ts)
+        if seen is not None:
+            if len(seen.evidence) < EVIDENCE:
+                seen.evidence.append(_evidence(ev))
             return None
         alert = Alert(
             rule=rule.id,
@@ -138,8 +157,6 @@ class Detector:
             dedup_key=key,
             evidence=[_evidence(ev)],
         )
-        self.open[key] = (now, alert)
-        if len(self.open) > self.max_open:  # bounded memory: the oldest burst closes
-            self.open.popitem(last=False)
+        self.bursts.add(key, now, alert)
         self.alerts.append(alert)
         return alert

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from typing import Any
 
-from stockade.audit.detect import render
+from stockade.audit.detect import Bursts, render
 from stockade.model import Alert
 from stockade.sensor.rules import SensorRule
 
@@ -20,9 +20,8 @@ class Detector:
         for r in rules:
             for t in r.types:
                 self.by_type[t].append(r)
-        self.window = window_s
+        self.bursts = Bursts(window_s)
         self.learn_s = learn_s  # 0: no baseline
-        self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
         self.alerts: list[Alert] = []
         self.events = 0
         self._seen: dict[str, tuple[float, set[str], set[str]]] = {}  # workload -> (first seen, exes, dests)
@@ -86,11 +85,7 @@ class Detector:
         key = "|".join((rid, c.get("id", "host"), proc.get("exe") or proc.get("comm", ""), target))
         now = ev.get("time_ns", 0) / 1e9
         ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        hit = self.open.get(key)
-        if hit is not None and now - hit[0] <= self.window:
-            hit[1].count += 1
-            hit[1].last_time = ts
-            self.open[key] = (now, hit[1])
+        if self.bursts.repeat(key, now, ts) is not None:
             return None
         a = Alert(
             rule=rid, title=title, severity=sev, tactics=tactics, techniques=techniques, source="sensor", time=ts,
@@ -98,8 +93,6 @@ class Detector:
             namespace=c.get("namespace", ""), name=c.get("pod", "") or c.get("id", ""), message=message,
             description=description, remediation=remediation, dedup_key=key, evidence=[ev],
         )  # fmt: skip
-        self.open[key] = (now, a)
-        if len(self.open) > 100_000:
-            self.open.popitem(last=False)
+        self.bursts.add(key, now, a)
         self.alerts.append(a)
         return a
