@@ -44,6 +44,22 @@ def _err(message: str) -> None:
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
 
+def _publisher(server: str | None, cluster: str | None, token: str | None, kind: str, component: str) -> Any:
+    """A background publisher to the central server, or None without --server."""
+    if not server:
+        return None
+    from stockade.server.client import Client, Publisher
+
+    return Publisher(Client(server, token or "", cluster or ""), kind, component)
+
+
+SERVER_OPT = typer.Option("--server", envvar="STOCKADE_SERVER", help="Also send to this stockade server (URL)")
+CLUSTER_OPT = typer.Option("--cluster", envvar="STOCKADE_CLUSTER", help="This cluster's name on the server")
+TOKEN_OPT = typer.Option(
+    "--token", envvar="STOCKADE_TOKEN", help="Token the server issued (better: $STOCKADE_TOKEN)", show_default=False
+)
+
+
 class SbomFormat(StrEnum):
     table = "table"
     json = "json"
@@ -180,6 +196,8 @@ def scan(
         list[str] | None,
         typer.Option(help="Image reference(s) to record it under (default: the image argument, its tags, digests)"),
     ] = None,
+    server: Annotated[str | None, SERVER_OPT] = None,
+    token: Annotated[str | None, TOKEN_OPT] = None,
 ) -> None:
     """Report the known vulnerabilities of every package in an image, offline, from the local database."""
     from datetime import UTC, datetime
@@ -209,6 +227,15 @@ def scan(
 
             refs = record_as or [image, *inv.repo_tags, *inv.repo_digests]
             record_scan(record, refs, findings, built)
+        if server:
+            from stockade.server.client import Client, scan_document
+
+            client = Client(server, token or "")
+            try:
+                refs = record_as or [image]
+                client.send_scans([scan_document(r, inv, findings, built) for r in refs])
+            finally:
+                client.close()
     if built and not quiet:
         age = datetime.now(UTC) - datetime.fromisoformat(built)
         if age.days > max_db_age:
@@ -617,6 +644,9 @@ def audit_scan(
     window: Annotated[int, typer.Option(help="Dedup window in seconds: repeats become one alert's count")] = 600,
     exit_code: Annotated[int, typer.Option(help="Exit with this code when alerts were raised")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    server: Annotated[str | None, SERVER_OPT] = None,
+    cluster: Annotated[str | None, CLUSTER_OPT] = None,
+    token: Annotated[str | None, TOKEN_OPT] = None,
 ) -> None:
     """Raise alerts (MITRE ATT&CK for Containers) from Kubernetes audit events."""
     from stockade.audit import events as aev
@@ -629,10 +659,13 @@ def audit_scan(
         raise typer.Exit(EXIT_USAGE)
     with _input_errors():
         detector = Detector(load_audit_rules(rules), window_s=window)
+        publisher = _publisher(server, cluster, token, "alerts", "audit")
     stats = aev.Stats()
     stream_out = fmt is AuditFormat.jsonl and output is None
 
     def emit(new: list[Any]) -> None:
+        if publisher is not None and new:
+            publisher.put([a.to_dict() for a in new])
         if stream_out:
             for a in new:
                 sys.stdout.buffer.write(orjson.dumps(a.to_dict()) + b"\n")
@@ -647,6 +680,11 @@ def audit_scan(
             fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
             with contextlib.suppress(KeyboardInterrupt):
                 _audit_read(path, fs, stats, detector, emit, follow, state)
+    if publisher is not None:
+        sent = publisher.close()
+        if sent["failed"] or sent["dropped"]:
+            _err(f"[red]error:[/] {sent['failed'] + sent['dropped']} alert(s) not delivered to {server}")
+            raise typer.Exit(EXIT_INPUT)
     if not quiet and stats.malformed:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(stats.reasons.items()))
         _err(f"[yellow]warning:[/] {stats.malformed} malformed record(s) skipped ({reasons})")
@@ -751,6 +789,9 @@ def sensor_run(
         Path | None, typer.Option(help="The kubelet's pod list (JSON, /pods) to name pods and images")
     ] = None,
     stats: Annotated[Path | None, typer.Option(help="Write counters (events, dropped, alerts) here at the end")] = None,
+    server: Annotated[str | None, SERVER_OPT] = None,
+    cluster: Annotated[str | None, CLUSTER_OPT] = None,
+    token: Annotated[str | None, TOKEN_OPT] = None,
 ) -> None:
     """Collect process, file and network events with eBPF (bpftrace) and raise alerts."""
     import signal
@@ -776,7 +817,11 @@ def sensor_run(
         except OSError as exc:
             raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
 
+        publisher = _publisher(server, cluster, token, "alerts", "sensor")
+
         def publish(alerts: list[Any]) -> None:
+            if publisher is not None:
+                publisher.put([a.to_dict() for a in alerts])
             with lock:
                 out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
                 out.flush()
@@ -789,6 +834,8 @@ def sensor_run(
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait(duration if duration > 0 else None)
     counters = sensor.stop()
+    if publisher is not None:
+        counters["published"] = publisher.close()
     _err(f"sensor stopped: {counters}")
     if stats is not None:
         stats.write_bytes(orjson.dumps(counters))
@@ -863,6 +910,13 @@ def node_check(
             typer.secho(f"[{r.status}] {r.id} {r.title}: {r.detail}", fg=colour)
     if exit_code and any(r.status == "FAIL" for r in results):
         raise typer.Exit(exit_code)
+
+
+from stockade.cli.server_cmds import agent as _agent  # noqa: E402
+from stockade.cli.server_cmds import server_app  # noqa: E402
+
+app.add_typer(server_app, name="server")
+app.command("agent")(_agent)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@ kubernetes client: list calls only, paged with limit/continue."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,16 @@ def fetch(
 
     where = f"{kubeconfig or '~/.kube/config'}" + (f" (context {context})" if context else "")
     try:
-        api = config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None, context=context)
+        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            # inside a pod (the agent): the service account's token and CA
+            from kubernetes import client as kclient
+
+            cfg = kclient.Configuration()
+            config.load_incluster_config(client_configuration=cfg)
+            api = kclient.ApiClient(cfg)
+            where = "the in-cluster service account"
+        else:
+            api = config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None, context=context)
     except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
         raise ClusterError(f"{where}: unusable kubeconfig ({str(exc).splitlines()[0]})") from None
     api.configuration.retries = 1

@@ -1,0 +1,214 @@
+"""CLI of the central service: `stockade server` (and its user/cluster management) and `stockade agent`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stockade.model import StockadeError
+
+server_app = typer.Typer(
+    help="The central service: API, storage and dashboard (SQLite by default, PostgreSQL with STOCKADE_DATABASE_URL).",
+    invoke_without_command=True,
+)
+
+DB_URL = typer.Option("--database-url", envvar="STOCKADE_DATABASE_URL", help="SQLAlchemy URL (default: SQLite file)")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _store(url: str | None) -> Any:
+    from stockade.server.db import default_url, make_engine, upgrade
+    from stockade.server.store import Store
+
+    engine = make_engine(url or default_url())
+    upgrade(engine)
+    return Store(engine)
+
+
+def _bootstrap_admin(store: Any) -> None:
+    """The first start creates user 'admin' (password from $STOCKADE_ADMIN_PASSWORD, else generated and shown)."""
+    if store.users():
+        return
+    password = os.environ.get("STOCKADE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    store.create_user("admin", password, "admin")
+    shown = "from STOCKADE_ADMIN_PASSWORD" if os.environ.get("STOCKADE_ADMIN_PASSWORD") else password
+    print(f"created user 'admin' with the admin role; password: {shown}", file=sys.stderr)
+
+
+@server_app.callback()
+def server(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    database_url: Annotated[str | None, DB_URL] = None,
+    vulndb: Annotated[
+        Path | None, typer.Option(help="Vulnerability database: stored images are rematched when it is rebuilt")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="... and this key (PEM)")] = None,
+    demo: Annotated[bool, typer.Option(help="Fill the server: run the engines on the shipped demo inputs")] = False,
+    max_inflight: Annotated[int, typer.Option(help="Concurrent ingestion requests before answering 429")] = 8,
+) -> None:
+    """Run the server (API at /api/v1, OpenAPI at /docs, dashboard at /)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"database_url": database_url}
+        return
+    import uvicorn
+
+    from stockade.server.api import ServerSettings, create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key go together")
+    try:
+        store = _store(database_url)
+        _bootstrap_admin(store)
+        if vulndb is None and demo:
+            from stockade.vulndb.store import default_db_path
+
+            vulndb = default_db_path() if default_db_path().is_file() else None
+        if vulndb is not None and not vulndb.is_file():
+            raise StockadeError(f"{vulndb}: no vulnerability database; run 'stockade db build' first")
+    except StockadeError as e:
+        _fail(str(e))
+    settings = ServerSettings(vulndb=vulndb, max_ingest_inflight=max_inflight, secure_cookies=tls_cert is not None)
+    app = create_app(store, settings)
+    scheme = "https" if tls_cert else "http"
+    url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if demo:
+        threading.Thread(target=_demo, args=(store, url, vulndb, tls_cert), daemon=True).start()
+    print(f"stockade server on {url} (dashboard {url}/, API docs {url}/docs)", file=sys.stderr)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _demo(store: Any, url: str, vulndb: Path | None, ca: Path | None) -> None:
+    import httpx
+
+    from stockade.server.demo import fill
+
+    for _ in range(100):  # wait for uvicorn to listen
+        try:
+            httpx.get(f"{url}/healthz", verify=str(ca) if ca else True, timeout=1.0)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        sent = fill(store, url, vulndb, ca)
+    except StockadeError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return
+    print(f"demo: filled cluster 'demo' through the API: {sent}", file=sys.stderr)
+
+
+@server_app.command("user-add")
+def user_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[str, typer.Option(help="reader, contributor or admin")] = "reader",
+) -> None:
+    """Create a user; the password comes from $STOCKADE_PASSWORD or is asked for."""
+    password = os.environ.get("STOCKADE_PASSWORD") or typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True
+    )
+    try:
+        _store(ctx.obj["database_url"]).create_user(name, password, role, "cli")
+    except StockadeError as e:
+        _fail(str(e))
+    print(f"user {name!r} ({role}) created", file=sys.stderr)
+
+
+@server_app.command("token")
+def user_token(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="User the API token acts as")],
+    name: Annotated[str, typer.Option(help="What the token is for")] = "api",
+) -> None:
+    """Print a new API token for a user."""
+    try:
+        print(_store(ctx.obj["database_url"]).create_user_token(user, name, "cli"))
+    except StockadeError as e:
+        _fail(str(e))
+
+
+@server_app.command("cluster-add")
+def cluster_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Cluster name")]) -> None:
+    """Register a cluster and print its ingestion token (give it to the agent, sensor, audit collector, webhook)."""
+    try:
+        _cid, token = _store(ctx.obj["database_url"]).create_cluster(name, "cli")
+    except StockadeError as e:
+        _fail(str(e))
+    print(token)
+
+
+@server_app.command("migrate")
+def migrate(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema (the server also does it when it starts)."""
+    try:
+        _store(ctx.obj["database_url"])
+    except StockadeError as e:
+        _fail(str(e))
+    print("schema is up to date", file=sys.stderr)
+
+
+def agent(
+    server: Annotated[str, typer.Option(envvar="STOCKADE_SERVER", help="The stockade server's URL")],
+    cluster: Annotated[str, typer.Option(envvar="STOCKADE_CLUSTER", help="This cluster's name on the server")],
+    token: Annotated[
+        str, typer.Option(envvar="STOCKADE_TOKEN", help="The cluster's ingestion token", show_default=False)
+    ],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Read these manifests instead of the live cluster (tests, GitOps)")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="kubeconfig (default: in-cluster, else ~/.kube/config)")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between snapshots")] = 300.0,
+    once: Annotated[bool, typer.Option(help="Send one snapshot and exit")] = False,
+    ca: Annotated[Path | None, typer.Option(help="CA bundle that signed the server's certificate")] = None,
+) -> None:
+    """The in-cluster collector: sends inventory, posture and compliance snapshots to the server on an interval."""
+    from stockade.server import agent as agent_mod
+    from stockade.server.client import Client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        client = Client(server, token, cluster, ca=ca)
+        try:
+            agent_mod.run(
+                lambda snap: client.send("snapshot", [snap], "agent"),
+                agent_mod.reader(paths, kubeconfig, context),
+                interval,
+                once,
+            )
+        finally:
+            client.close()
+    except StockadeError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass

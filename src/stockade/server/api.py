@@ -1,0 +1,400 @@
+"""The REST API (FastAPI; OpenAPI at /docs and /openapi.json): ingestion for collectors, queries and triage for people,
+with roles: reader (view), contributor (also clusters and settings), admin (also triage, suppressions, exceptions,
+users)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from stockade.model import StockadeError
+from stockade.server import views
+from stockade.server.db import DatabaseError
+from stockade.server.store import BadRequest, Conflict, NotFound, Principal, Store
+
+log = logging.getLogger("stockade.server")
+
+VIEW = frozenset({"reader", "contributor", "admin"})
+MANAGE = frozenset({"contributor", "admin"})
+TRIAGE = frozenset({"admin"})
+SESSION_COOKIE = "stockade_session"
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    vulndb: Path | None = None  # rematch stored inventories when this database is rebuilt
+    rescan_interval: float = 300.0
+    export_interval: float = 2.0
+    max_ingest_inflight: int = 8  # more concurrent ingestion requests are answered 429
+    max_body: int = 64 * 1024 * 1024
+    workers: bool = True  # run the export and rescan loops in this process
+    secure_cookies: bool = False  # set when served over HTTPS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _token_of(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.cookies.get(SESSION_COOKIE)
+
+
+def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    inflight = asyncio.Semaphore(settings.max_ingest_inflight)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks = []
+        if settings.workers:
+            from stockade.server.export import export_loop
+            from stockade.server.rescan import rescan_loop
+
+            tasks.append(asyncio.create_task(export_loop(store, settings.export_interval)))
+            if settings.vulndb is not None:
+                tasks.append(asyncio.create_task(rescan_loop(store, settings.vulndb, settings.rescan_interval)))
+        yield
+        for task in tasks:
+            task.cancel()
+
+    app = FastAPI(
+        title="stockade",
+        version="0.1.0",
+        description="Central service of stockade: clusters, images, recommendations, compliance and alerts.",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.settings = settings
+
+    @app.exception_handler(StockadeError)
+    async def _errors(_request: Request, exc: StockadeError) -> Response:
+        status = 400
+        if isinstance(exc, NotFound):
+            status = 404
+        elif isinstance(exc, Conflict):
+            status = 409
+        elif isinstance(exc, DatabaseError):
+            status = 503
+        elif not isinstance(exc, BadRequest):
+            status = 500
+        return ORJSONResponse({"error": str(exc)}, status_code=status)
+
+    def principal(request: Request) -> Principal:
+        token = _token_of(request)
+        p = store.principal(token) if token else None
+        if p is None:
+            raise HTTPException(401, "a valid token is needed (Authorization: Bearer ...)")
+        return p
+
+    def need(roles: frozenset[str]) -> Callable[[Request], Principal]:
+        def check(request: Request) -> Principal:
+            p = principal(request)
+            if p.role not in roles:
+                raise HTTPException(403, f"{p.name} ({p.role}) may not do this; it needs {' or '.join(sorted(roles))}")
+            return p
+
+        return check
+
+    viewer = Depends(need(VIEW))
+    manager = Depends(need(MANAGE))
+    triager = Depends(need(TRIAGE))
+
+    async def body_json(request: Request) -> Any:
+        size = int(request.headers.get("content-length") or 0)
+        if size > settings.max_body:
+            raise HTTPException(413, f"the body is over {settings.max_body} bytes")
+        chunks = []
+        got = 0
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > settings.max_body:
+                raise HTTPException(413, f"the body is over {settings.max_body} bytes")
+            chunks.append(chunk)
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as e:
+            raise HTTPException(400, f"the body is not JSON: {e}") from None
+
+    async def limited(fn: Callable[[], Any]) -> Any:
+        """Run a write in the thread pool; with too many in flight, answer 429 so that the sender backs off."""
+        if inflight.locked():
+            raise HTTPException(429, "ingestion is busy; retry the same batch", headers={"Retry-After": "1"})
+        async with inflight:
+            return await run_in_threadpool(fn)
+
+    def thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def run(*args: Any) -> Any:
+            return await run_in_threadpool(fn, *args)
+
+        return run
+
+    # -- health --------------------------------------------------------------------------------------------------
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        try:
+            await run_in_threadpool(store.setting, "schema")
+        except Exception as e:
+            return ORJSONResponse({"status": "database unavailable", "error": str(e)[:200]}, status_code=503)
+        return ORJSONResponse({"status": "ready"})
+
+    # -- sessions ------------------------------------------------------------------------------------------------
+
+    @app.post("/api/v1/login", tags=["auth"])
+    async def login(request: Request) -> Response:
+        """Exchange a user name and password for a session token (also set as a cookie)."""
+        body = await body_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not isinstance(
+            body.get("password"), str
+        ):
+            raise HTTPException(400, "send {'name': ..., 'password': ...}")
+        token = await run_in_threadpool(store.login, body["name"], body["password"])
+        if token is None:
+            raise HTTPException(401, "wrong user name or password")
+        resp = ORJSONResponse({"token": token})
+        resp.set_cookie(
+            SESSION_COOKIE, token, httponly=True, samesite="strict", secure=settings.secure_cookies, max_age=43200
+        )
+        return resp
+
+    @app.get("/api/v1/me", tags=["auth"])
+    async def me(p: Principal = viewer) -> dict[str, Any]:
+        return {"name": p.name, "role": p.role, "kind": p.kind}
+
+    # -- ingestion -----------------------------------------------------------------------------------------------
+
+    @app.post("/api/v1/clusters/{cluster}/ingest/{kind}", tags=["ingestion"])
+    async def ingest(cluster: str, kind: str, request: Request) -> Any:
+        """A batch from a cluster's collectors: {"batch": id, "component": ..., "items": [...]}. Idempotent by batch
+        id; 429 when busy (retry the same batch)."""
+        p = principal(request)
+        if p.kind != "cluster":
+            raise HTTPException(403, "ingestion takes a cluster token")
+        own = store.principal_cluster_name(p)
+        if own != cluster:
+            raise HTTPException(403, f"this token belongs to cluster {own!r}, not {cluster!r}")
+        body = await body_json(request)
+        assert p.cluster_id is not None
+        cid = p.cluster_id
+        return await limited(lambda: store.ingest(cid, kind, body))
+
+    @app.post("/api/v1/scans", tags=["ingestion"])
+    async def post_scans(request: Request) -> Any:
+        """Image scans from CI or a cluster: {"items": [{"ref", "digest", "findings", "inventory"...}]}; a scan
+        replaces the image's previous one."""
+        p = principal(request)
+        if p.kind != "cluster" and p.role not in MANAGE:
+            raise HTTPException(403, f"{p.name} ({p.role}) may not post scans")
+        body = await body_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise HTTPException(400, "send {'items': [scan, ...]}")
+        return await limited(lambda: store.store_scans(body["items"], p.name))
+
+    # -- clusters ------------------------------------------------------------------------------------------------
+
+    @app.get("/api/v1/clusters", tags=["clusters"])
+    async def list_clusters(_p: Principal = viewer) -> Any:
+        return await run_in_threadpool(store.clusters)
+
+    @app.post("/api/v1/clusters", tags=["clusters"], status_code=201)
+    async def create_cluster(request: Request, p: Principal = manager) -> Any:
+        body = await body_json(request)
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str):
+            raise HTTPException(400, "send {'name': ...}")
+        cid, token = await run_in_threadpool(store.create_cluster, name, p.name)
+        return {"id": cid, "name": name, "token": token}
+
+    @app.post("/api/v1/clusters/{cluster}/tokens", tags=["clusters"], status_code=201)
+    async def cluster_token(cluster: str, p: Principal = manager) -> Any:
+        return {"token": await run_in_threadpool(store.new_cluster_token, cluster, p.name)}
+
+    @app.delete("/api/v1/clusters/{cluster}", tags=["clusters"], status_code=204)
+    async def delete_cluster(cluster: str, p: Principal = manager) -> Response:
+        await run_in_threadpool(store.delete_cluster, cluster, p.name)
+        return Response(status_code=204)
+
+    # -- read models ---------------------------------------------------------------------------------------------
+
+    @app.get("/api/v1/overview", tags=["views"])
+    async def overview(_p: Principal = viewer) -> Any:
+        return await thread(views.overview)(store)
+
+    @app.get("/api/v1/running-images", tags=["views"])
+    async def running(cluster: str | None = None, q: str | None = None, _p: Principal = viewer) -> Any:
+        return await thread(views.running_images)(store, cluster, q)
+
+    @app.get("/api/v1/vulnerabilities", tags=["views"])
+    async def vulns(severity: str | None = None, q: str | None = None, _p: Principal = viewer) -> Any:
+        return await thread(views.vulnerabilities)(store, severity, q)
+
+    @app.get("/api/v1/images", tags=["views"])
+    async def list_images(_p: Principal = viewer) -> Any:
+        return await thread(views.images)(store)
+
+    @app.get("/api/v1/images/{image_id}", tags=["views"])
+    async def get_image(image_id: int, severity: str | None = None, _p: Principal = viewer) -> Any:
+        return await thread(views.image)(store, image_id, severity)
+
+    @app.get("/api/v1/recommendations", tags=["views"])
+    async def recs(
+        cluster: str | None = None,
+        severity: str | None = None,
+        q: str | None = None,
+        include_excepted: bool = False,
+        _p: Principal = viewer,
+    ) -> Any:
+        return await thread(views.recommendations)(store, cluster, severity, q, include_excepted)
+
+    @app.get("/api/v1/compliance", tags=["views"])
+    async def comp(cluster: str | None = None, _p: Principal = viewer) -> Any:
+        return await thread(views.compliance)(store, cluster)
+
+    @app.get("/api/v1/violations", tags=["views"])
+    async def list_violations(cluster: str | None = None, limit: int = 200, _p: Principal = viewer) -> Any:
+        return await run_in_threadpool(store.violations, cluster, min(limit, 5000))
+
+    # -- alerts --------------------------------------------------------------------------------------------------
+
+    @app.get("/api/v1/alerts", tags=["alerts"])
+    async def list_alerts(
+        status: str | None = None,
+        severity: str | None = None,
+        cluster: str | None = None,
+        source: str | None = None,
+        q: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        _p: Principal = viewer,
+    ) -> Any:
+        total, rows = await run_in_threadpool(
+            store.alerts, status, severity, cluster, source, q, max(1, min(limit, 1000)), max(0, offset)
+        )
+        return {"total": total, "items": rows}
+
+    @app.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
+    async def get_alert(alert_id: int, _p: Principal = viewer) -> Any:
+        return await run_in_threadpool(store.alert, alert_id)
+
+    @app.post("/api/v1/alerts/status", tags=["alerts"])
+    async def alerts_status(request: Request, p: Principal = triager) -> Any:
+        """Dismiss, resolve or reopen alerts: {"ids": [...], "status": "dismissed", "reason": "..."}."""
+        body = await body_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("ids"), list):
+            raise HTTPException(400, "send {'ids': [...], 'status': ..., 'reason': ...}")
+        try:
+            ids = [int(i) for i in body["ids"]]
+        except (TypeError, ValueError):
+            raise HTTPException(400, "'ids' are alert ids (integers)") from None
+        n = await run_in_threadpool(
+            store.set_alert_status, ids, str(body.get("status", "")), str(body.get("reason", "")), p.name
+        )
+        return {"updated": n}
+
+    # -- settings: suppressions, exceptions, exports, users ------------------------------------------------------
+
+    for table, writer_dep, adder in (
+        ("suppressions", triager, store.add_suppression),
+        ("exceptions", triager, store.add_exception),
+        ("exports", manager, store.add_export),
+    ):
+        _settings_routes(app, store, table, viewer, writer_dep, adder, body_json)
+
+    @app.get("/api/v1/users", tags=["users"])
+    async def list_users(_p: Principal = triager) -> Any:
+        return await run_in_threadpool(store.users)
+
+    @app.post("/api/v1/users", tags=["users"], status_code=201)
+    async def create_user(request: Request, p: Principal = triager) -> Any:
+        body = await body_json(request)
+        if not isinstance(body, dict):
+            raise HTTPException(400, "send {'name', 'password', 'role'}")
+        name, password, role = (str(body.get(k, "")) for k in ("name", "password", "role"))
+        uid = await run_in_threadpool(store.create_user, name, password, role, p.name)
+        return {"id": uid}
+
+    @app.post("/api/v1/tokens", tags=["users"], status_code=201)
+    async def create_token(request: Request, p: Principal = viewer) -> Any:
+        """An API token for yourself (admins: for any user, with 'user')."""
+        body = await body_json(request)
+        body = body if isinstance(body, dict) else {}
+        user = str(body.get("user") or p.name)
+        if user != p.name and p.role != "admin":
+            raise HTTPException(403, "only an admin creates tokens for another user")
+        token = await run_in_threadpool(store.create_user_token, user, str(body.get("name") or "api"), p.name)
+        return {"token": token}
+
+    @app.get("/api/v1/audit-log", tags=["users"])
+    async def get_audit_log(limit: int = 200, _p: Principal = viewer) -> Any:
+        return await run_in_threadpool(store.audit_entries, min(limit, 5000))
+
+    @app.post("/api/v1/rescan", tags=["images"])
+    async def rescan(p: Principal = manager) -> Any:
+        """Rematch every stored image inventory against the server's vulnerability database now."""
+        if settings.vulndb is None:
+            raise HTTPException(409, "the server has no vulnerability database (start it with --vulndb)")
+        from stockade.server.rescan import rescan_all
+
+        vdb = settings.vulndb
+        return await run_in_threadpool(lambda: rescan_all(store, vdb, p.name, force=True))
+
+    from stockade.server.dashboard import mount
+
+    mount(app, store, settings)
+    return app
+
+
+def _settings_routes(
+    app: FastAPI,
+    store: Store,
+    table: str,
+    viewer: Any,
+    writer: Any,
+    adder: Callable[[dict[str, Any], str], int],
+    body_json: Callable[[Request], Awaitable[Any]],
+) -> None:
+    async def list_rows(_p: Principal = viewer) -> Any:
+        return await run_in_threadpool(store.rows, table)
+
+    async def add_row(request: Request, p: Principal = writer) -> Any:
+        body = await body_json(request)
+        if not isinstance(body, dict):
+            raise HTTPException(400, "send a JSON object")
+        return {"id": await run_in_threadpool(adder, body, p.name)}
+
+    async def delete_row(row_id: int, p: Principal = writer) -> Response:
+        await run_in_threadpool(store.delete_row, table, row_id, p.name)
+        return Response(status_code=204)
+
+    app.add_api_route(f"/api/v1/{table}", list_rows, methods=["GET"], tags=["settings"], name=f"list_{table}")
+    app.add_api_route(
+        f"/api/v1/{table}", add_row, methods=["POST"], tags=["settings"], status_code=201, name=f"add_{table}"
+    )
+    app.add_api_route(
+        f"/api/v1/{table}/{{row_id}}",
+        delete_row,
+        methods=["DELETE"],
+        tags=["settings"],
+        status_code=204,
+        name=f"delete_{table}",
+    )

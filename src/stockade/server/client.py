@@ -1,0 +1,169 @@
+"""Client side of ingestion, used by the agent, the sensor, the audit collector, the admission webhook and
+`stockade scan --server`: batches with ids (a retry never duplicates), retries with backoff on 429, 5xx and
+connection errors, and a background publisher with a bounded queue."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from stockade.model import StockadeError
+
+log = logging.getLogger("stockade.client")
+
+
+class PublishError(StockadeError):
+    pass
+
+
+class Client:
+    """Talks to one stockade server as one cluster (or as a user, for scans)."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        cluster: str = "",
+        ca: Path | None = None,
+        timeout: float = 30.0,
+        tries: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not server.startswith(("http://", "https://")):
+            raise PublishError(f"--server {server!r}: give the server's http(s) URL")
+        if not token:
+            raise PublishError("no token: set STOCKADE_TOKEN (or --token-file) to the token the server issued")
+        self.base = server.rstrip("/")
+        self.cluster = cluster
+        self.tries = tries
+        self.sleep = sleep
+        verify: Any = str(ca) if ca else True
+        self.http = httpx.Client(
+            timeout=timeout, verify=verify, headers={"authorization": f"Bearer {token}", "user-agent": "stockade"}
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = orjson.dumps(body)
+        delay = 0.5
+        last = ""
+        for attempt in range(self.tries):
+            try:
+                r = self.http.post(self.base + path, content=data, headers={"content-type": "application/json"})
+            except httpx.HTTPError as e:
+                last = f"{self.base}: {e}"
+            else:
+                if r.status_code < 300:
+                    result: dict[str, Any] = r.json()
+                    return result
+                try:
+                    msg = r.json().get("error") or r.json().get("detail") or r.text
+                except ValueError:
+                    msg = r.text
+                last = f"{self.base}{path}: HTTP {r.status_code}: {str(msg)[:300]}"
+                if r.status_code not in (429, 502, 503, 504) and r.status_code < 500:
+                    raise PublishError(last)  # our mistake or no permission: retrying will not help
+                retry_after = r.headers.get("retry-after")
+                if retry_after and retry_after.isdigit():
+                    delay = max(delay, float(retry_after))
+            if attempt + 1 < self.tries:
+                self.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        raise PublishError(f"gave up after {self.tries} tries: {last}")
+
+    def send(self, kind: str, items: list[dict[str, Any]], component: str = "", batch: str | None = None) -> Any:
+        """One batch for this cluster; the batch id stays the same across retries."""
+        if not self.cluster:
+            raise PublishError("--cluster: name the cluster this collector reports for")
+        body = {"batch": batch or uuid.uuid4().hex, "items": items}
+        if component:
+            body["component"] = component
+        return self._post(f"/api/v1/clusters/{self.cluster}/ingest/{kind}", body)
+
+    def send_scans(self, scans: list[dict[str, Any]]) -> Any:
+        return self._post("/api/v1/scans", {"items": scans})
+
+
+class Publisher:
+    """Sends alerts (or violations) in the background: every ``interval`` seconds or ``batch`` items; when the
+    queue is full, new items are dropped and counted rather than blocking the detector."""
+
+    def __init__(
+        self, client: Client, kind: str, component: str, size: int = 50_000, batch: int = 500, interval: float = 1.0
+    ) -> None:
+        self.client, self.kind, self.component = client, kind, component
+        self.q: queue.Queue[dict[str, Any]] = queue.Queue(size)
+        self.batch, self.interval = batch, interval
+        self.heartbeat_s = 60.0
+        self.sent = self.dropped = self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"publish-{kind}", daemon=True)
+        self._thread.start()
+
+    def put(self, items: list[dict[str, Any]]) -> None:
+        for it in items:
+            try:
+                self.q.put_nowait(it)
+            except queue.Full:
+                self.dropped += 1
+
+    def _drain(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while len(out) < self.batch:
+            try:
+                out.append(self.q.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def _run(self) -> None:
+        last = 0.0  # a heartbeat first, then one whenever nothing was sent for heartbeat_s
+        while not self._stop.is_set() or not self.q.empty():
+            items = self._drain()
+            if not items:
+                if time.monotonic() - last > self.heartbeat_s:
+                    try:
+                        self.client.send("heartbeat", [], self.component)
+                        last = time.monotonic()
+                    except PublishError as e:
+                        log.error("heartbeat failed: %s", e)
+                self._stop.wait(self.interval)
+                continue
+            try:
+                self.client.send(self.kind, items, self.component)
+                self.sent += len(items)
+                last = time.monotonic()
+            except PublishError as e:
+                self.failed += len(items)
+                log.error("could not publish %d %s: %s", len(items), self.kind, e)
+
+    def close(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+        return {"sent": self.sent, "dropped": self.dropped, "failed": self.failed}
+
+
+def scan_document(ref: str, inv: Any, findings: list[Any], db_built_at: str) -> dict[str, Any]:
+    """What the server stores of one scan: the findings and the inventory (to rematch on database updates)."""
+    inv_d = inv.to_dict()
+    return {
+        "ref": ref,
+        "digest": (inv.repo_digests[0].split("@", 1)[-1] if inv.repo_digests else ""),
+        "os": inv.os.pretty_name or f"{inv.os.family} {inv.os.name}" if inv.os else "",
+        "scanned_at": time.time(),
+        "db_built_at": db_built_at,
+        "inventory": {"source": inv_d["source"], "os": inv_d["os"], "packages": inv_d["packages"]},
+        "findings": [f.to_dict() for f in findings],
+    }
