@@ -118,6 +118,15 @@ def vulndb(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Falco's 47 real Kubernetes audit traces (../shared), unpacked once per session."""
+    out = tmp_path_factory.mktemp("audit")
+    with tarfile.open(SHARED / "data" / "audit" / "falco-k8s-audit-traces.tar.gz") as tf:
+        tf.extractall(out, filter="data")
+    return next(out.rglob("exec_pod.json")).parent
+
+
+@pytest.fixture(scope="session")
 def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """../shared's real manifests (badPods, Online Boutique), unpacked once per session."""
     out = tmp_path_factory.mktemp("manifests")

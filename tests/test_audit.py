@@ -8,13 +8,11 @@ import copy
 import json
 import subprocess
 import sys
-import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHARED
 
 from stockade.audit.detect import Detector
 from stockade.audit.events import FileState, Stats, documents_to_events, parse_stream, read_file
@@ -75,14 +73,6 @@ BENIGN = {
     "create_clusterrole", "delete_clusterrole", "create_clusterrolebinding", "delete_clusterrolebinding",
     "create_secret", "delete_secret", "fal_01_003",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("audit")
-    with tarfile.open(SHARED / "data" / "audit" / "falco-k8s-audit-traces.tar.gz") as tf:
-        tf.extractall(out, filter="data")
-    return next(out.rglob("exec_pod.json")).parent
 
 
 def _run(path: Path) -> tuple[Detector, Stats]:

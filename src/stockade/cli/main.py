@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -662,10 +663,17 @@ def audit_scan(
         publisher = _publisher(server, cluster, token, "alerts", "audit")
     stats = aev.Stats()
     stream_out = fmt is AuditFormat.jsonl and output is None
+    deltas = None
+    if publisher is not None:
+        from stockade.server.client import AlertDeltas
+
+        deltas = AlertDeltas(publisher)
+    synced = [0.0]
 
     def emit(new: list[Any]) -> None:
-        if publisher is not None and new:
-            publisher.put([a.to_dict() for a in new])
+        if deltas is not None and (new or time.monotonic() - synced[0] > 1.0):
+            deltas.sync(detector.alerts)  # new alerts at once, grown counts every second
+            synced[0] = time.monotonic()
         if stream_out:
             for a in new:
                 sys.stdout.buffer.write(orjson.dumps(a.to_dict()) + b"\n")
@@ -680,7 +688,8 @@ def audit_scan(
             fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
             with contextlib.suppress(KeyboardInterrupt):
                 _audit_read(path, fs, stats, detector, emit, follow, state)
-    if publisher is not None:
+    if publisher is not None and deltas is not None:
+        deltas.sync(detector.alerts)
         sent = publisher.close()
         if sent["failed"] or sent["dropped"]:
             _err(f"[red]error:[/] {sent['failed'] + sent['dropped']} alert(s) not delivered to {server}")
@@ -818,10 +827,15 @@ def sensor_run(
             raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
 
         publisher = _publisher(server, cluster, token, "alerts", "sensor")
+        deltas = None
+        if publisher is not None:
+            from stockade.server.client import AlertDeltas
+
+            deltas = AlertDeltas(publisher)
 
         def publish(alerts: list[Any]) -> None:
-            if publisher is not None:
-                publisher.put([a.to_dict() for a in alerts])
+            if deltas is not None:
+                deltas.sync(detector.alerts)
             with lock:
                 out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
                 out.flush()
@@ -834,7 +848,8 @@ def sensor_run(
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait(duration if duration > 0 else None)
     counters = sensor.stop()
-    if publisher is not None:
+    if publisher is not None and deltas is not None:
+        deltas.sync(detector.alerts)  # the repeats counted since the last new alert
         counters["published"] = publisher.close()
     _err(f"sensor stopped: {counters}")
     if stats is not None:

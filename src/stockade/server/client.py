@@ -155,6 +155,31 @@ class Publisher:
         return {"sent": self.sent, "dropped": self.dropped, "failed": self.failed}
 
 
+class AlertDeltas:
+    """Detectors count a burst's repeats into one open alert; this sends each alert once it is raised and, later,
+    what its count grew by (the server adds counts of the same dedup key), so the server's counts match."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self._sent: dict[int, int] = {}  # id(alert) -> count sent; the detector keeps the alerts alive
+        self._lock = threading.Lock()
+
+    def sync(self, alerts: list[Any]) -> None:
+        out = []
+        with self._lock:
+            for a in list(alerts):
+                done = self._sent.get(id(a), 0)
+                if a.count > done:
+                    d = a.to_dict()
+                    d["count"] = a.count - done
+                    if done:
+                        d["evidence"] = []  # the first send carried it
+                    out.append(d)
+                    self._sent[id(a)] = a.count
+        if out:
+            self.publisher.put(out)
+
+
 def scan_document(ref: str, inv: Any, findings: list[Any], db_built_at: str) -> dict[str, Any]:
     """What the server stores of one scan: the findings and the inventory (to rematch on database updates)."""
     inv_d = inv.to_dict()

@@ -39,7 +39,7 @@ def _iso(ts: float) -> str:
 
 def alert_document(a: dict[str, Any]) -> dict[str, Any]:
     """An alert as exported: times as RFC 3339, the cluster by name."""
-    out = {k: v for k, v in a.items() if k not in ("open_key", "cluster_id")}
+    out = {str(k): v for k, v in a.items() if k not in ("open_key", "cluster_id")}  # keys may be str subclasses
     for k in ("first_seen", "last_seen", "created_at", "status_at"):
         if out.get(k) is not None:
             out[k] = _iso(out[k])

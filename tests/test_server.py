@@ -1,0 +1,461 @@
+"""The central server over real HTTP, on SQLite and on the real PostgreSQL on loopback: roles, cluster-scoped
+ingestion, idempotent batches, dedup, alert lifecycle, suppression, bad input, snapshots, running images,
+rescans, exports to real peers, and the CLI collectors publishing to it."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+import pytest
+from server_util import database, make_store, serving
+
+from stockade.audit.detect import Detector
+from stockade.audit.events import Stats, read_file
+from stockade.audit.rules import load as load_audit_rules
+
+CLI = [sys.executable, "-m", "stockade.cli.main"]
+DEMO = Path(__file__).resolve().parents[1] / "src" / "stockade" / "server" / "demo"
+PASSWORD = "correct horse battery"
+
+
+class Env:
+    def __init__(self, store: Any, base: str) -> None:
+        self.store, self.base = store, base
+        self.tokens: dict[str, str] = {}
+        for role in ("reader", "contributor", "admin"):
+            store.create_user(f"{role}-{uuid.uuid4().hex[:6]}", PASSWORD, role)
+        for u in store.users():
+            self.tokens[u["role"]] = store.create_user_token(u["name"], "tests", "tests")
+
+    def http(self, role: str | None = None, token: str | None = None) -> httpx.Client:
+        tok = token or (self.tokens[role] if role else None)
+        return httpx.Client(
+            base_url=self.base, timeout=30, headers={"authorization": f"Bearer {tok}"} if tok else {}
+        )
+
+    def cluster(self, name: str | None = None) -> tuple[str, str]:
+        name = name or f"c-{uuid.uuid4().hex[:8]}"
+        with self.http("contributor") as c:
+            r = c.post("/api/v1/clusters", json={"name": name})
+        assert r.status_code == 201, r.text
+        return name, r.json()["token"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with database(request.param, tmp_path_factory.mktemp(request.param)) as url:
+        store = make_store(url)
+        with serving(store) as base:
+            yield Env(store, base)
+        store.engine.dispose()
+
+
+def audit_alerts(trace: Path) -> list[dict[str, Any]]:
+    d, st = Detector(load_audit_rules()), Stats()
+    for _off, ev in read_file(trace, st, skip=d.skip):
+        d.process(ev)
+    return [a.to_dict() for a in d.alerts]
+
+
+def ingest(env: Env, cluster: str, token: str, kind: str, items: list[Any], batch: str | None = None,
+           component: str = "") -> httpx.Response:  # fmt: skip
+    body: dict[str, Any] = {"batch": batch or uuid.uuid4().hex, "items": items}
+    if component:
+        body["component"] = component
+    with env.http(token=token) as c:
+        return c.post(f"/api/v1/clusters/{cluster}/ingest/{kind}", json=body)
+
+
+def _env(token: str) -> dict[str, str]:
+    return {"STOCKADE_TOKEN": token, "PATH": "/usr/bin:/bin"}
+
+
+def cluster_alerts(env: Env, cluster: str, status: str | None = None) -> list[dict[str, Any]]:
+    with env.http("reader") as c:
+        params: dict[str, Any] = {"cluster": cluster, "limit": 1000, **({"status": status} if status else {})}
+        r = c.get("/api/v1/alerts", params=params)
+    assert r.status_code == 200
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+# -- authentication and roles ----------------------------------------------------------------------------------
+
+
+def test_login_sessions_and_unauthenticated(env: Env) -> None:
+    name = next(u["name"] for u in env.store.users() if u["role"] == "reader")
+    with env.http() as c:
+        assert c.get("/api/v1/alerts").status_code == 401
+        assert c.post("/api/v1/login", json={"name": name, "password": "wrong password"}).status_code == 401
+        r = c.post("/api/v1/login", json={"name": name, "password": PASSWORD})
+        assert r.status_code == 200 and r.cookies.get("stockade_session") == r.json()["token"]
+    with env.http(token=r.json()["token"]) as c:
+        assert c.get("/api/v1/me").json() == {"name": name, "role": "reader", "kind": "session"}
+    with env.http(token="stk_forged") as c:
+        assert c.get("/api/v1/overview").status_code == 401
+
+
+def test_roles(env: Env) -> None:
+    name, token = env.cluster()
+    assert ingest(env, name, token, "alerts", audit_alerts(DEMO / "audit.jsonl")).status_code == 200
+    aid = cluster_alerts(env, name)[0]["id"]
+    change = {"ids": [aid], "status": "dismissed", "reason": "expected maintenance"}
+    with env.http("reader") as c:
+        assert c.get("/api/v1/overview").status_code == 200  # readers see everything
+        assert c.post("/api/v1/alerts/status", json=change).status_code == 403  # ... but cannot dismiss
+        assert c.post("/api/v1/clusters", json={"name": "nope"}).status_code == 403
+        assert c.post("/api/v1/suppressions", json={"name": "x", "reason": "y"}).status_code == 403
+    with env.http("contributor") as c:
+        assert c.post("/api/v1/alerts/status", json=change).status_code == 403  # contributors manage, not triage
+        assert c.post("/api/v1/exceptions", json={"reason": "accepted"}).status_code == 403
+        r = c.post("/api/v1/exports", json={"kind": "file", "target": "/dev/null"})
+        assert r.status_code == 201
+        assert c.delete(f"/api/v1/exports/{r.json()['id']}").status_code == 204
+    with env.http("admin") as c:
+        assert c.post("/api/v1/alerts/status", json=change).json() == {"updated": 1}
+        assert c.get(f"/api/v1/alerts/{aid}").json()["status"] == "dismissed"
+        log = c.get("/api/v1/audit-log").json()
+    admin = next(u["name"] for u in env.store.users() if u["role"] == "admin")
+    assert any(e["action"] == "alert.dismissed" and e["actor"] == admin and e["target"] == str(aid) for e in log)
+    assert any(e["action"] == "export.delete" for e in log) and any(e["action"] == "cluster.create" for e in log)
+
+
+def test_cluster_tokens_are_scoped(env: Env) -> None:
+    a, token_a = env.cluster()
+    b, _token_b = env.cluster()
+    alerts = audit_alerts(DEMO / "audit.jsonl")
+    r = ingest(env, b, token_a, "alerts", alerts)
+    assert r.status_code == 403 and a in r.json()["detail"]
+    assert cluster_alerts(env, b) == []
+    assert ingest(env, a, token_a, "alerts", alerts).status_code == 200
+    with env.http(token=token_a) as c:  # a cluster token only ingests
+        assert c.get("/api/v1/alerts").status_code == 403
+        assert c.post("/api/v1/alerts/status", json={"ids": [1], "status": "resolved"}).status_code == 403
+    with env.http("admin") as c:  # user tokens cannot ingest
+        assert c.post(f"/api/v1/clusters/{a}/ingest/alerts", json={"batch": "x", "items": []}).status_code == 403
+
+
+# -- ingestion -------------------------------------------------------------------------------------------------
+
+
+def test_batches_are_idempotent_and_bursts_dedup(env: Env, traces: Path) -> None:
+    name, token = env.cluster()
+    alerts = audit_alerts(traces / "create_configmap_sensitive_values.json")  # Falco expects 6 detections
+    assert sum(a["count"] for a in alerts) == 6
+    batch = uuid.uuid4().hex
+    first = ingest(env, name, token, "alerts", alerts, batch)
+    again = ingest(env, name, token, "alerts", alerts, batch)  # a retry after a lost response
+    assert first.json()["duplicate"] is False
+    assert again.json() == {"batch": batch, "duplicate": True, "items": len(alerts)}
+    stored = cluster_alerts(env, name)
+    assert sum(a["count"] for a in stored) == 6 and len(stored) == len({a["dedup_key"] for a in alerts})
+    # the same detections in a new batch: the same alerts, counted again
+    ingest(env, name, token, "alerts", alerts)
+    stored = cluster_alerts(env, name)
+    assert sum(a["count"] for a in stored) == 12 and len(stored) == len({a["dedup_key"] for a in alerts})
+    # once a person closed an alert, a new occurrence opens a new one
+    with env.http("admin") as c:
+        ids = [a["id"] for a in stored]
+        c.post("/api/v1/alerts/status", json={"ids": ids, "status": "resolved", "reason": "fixed"})
+    ingest(env, name, token, "alerts", alerts[:1])
+    active = cluster_alerts(env, name, "active")
+    assert len(active) == 1 and active[0]["count"] == alerts[0]["count"]
+    assert len(cluster_alerts(env, name, "resolved")) == len(stored)
+
+
+def test_falco_traces_through_the_api(env: Env, traces: Path) -> None:
+    """Every trace's alerts, sent as a collector would; the stored counts are Falco's expected detections."""
+    from test_audit import DETECT, FALCO
+
+    name, token = env.cluster()
+    for trace in sorted(DETECT):
+        assert ingest(env, name, token, "alerts", audit_alerts(traces / f"{trace}.json"), component="audit").is_success
+    got = Counter[str]()
+    for a in cluster_alerts(env, name):
+        got[a["rule"]] += a["count"]
+    want = Counter[str]()
+    for falco_rule, n in DETECT.values():
+        want[FALCO[falco_rule]] += n
+    assert +got == +want
+    clusters = {c["name"]: c for c in env.http("reader").get("/api/v1/clusters").json()}
+    assert clusters[name]["protection"]["audit"] is True and clusters[name]["protection"]["sensor"] is False
+    assert clusters[name]["protected"] is False and "sensor" in clusters[name]["missing"]
+
+
+def test_suppression_rules(env: Env) -> None:
+    name, token = env.cluster()
+    alerts = audit_alerts(DEMO / "audit.jsonl")
+    execs = [a for a in alerts if a["rule"] == "STK-AUD-001"]
+    assert execs
+    with env.http("admin") as c:
+        spec = {"name": "break-glass execs", "rule": "STK-AUD-001", "cluster": name, "match": {"user": "mallory@*"},
+                "reason": "on-call debugging"}  # fmt: skip
+        r = c.post("/api/v1/suppressions", json=spec)
+        assert r.status_code == 201
+    ingest(env, name, token, "alerts", alerts)
+    stored = cluster_alerts(env, name)
+    sup = [a for a in stored if a["rule"] == "STK-AUD-001"]
+    assert sup and all(a["status"] == "dismissed" and "break-glass execs" in a["status_reason"] for a in sup)
+    assert all(a["status"] == "active" for a in stored if a["rule"] != "STK-AUD-001")
+    # apply_to_existing dismisses what is already active
+    with env.http("admin") as c:
+        c.post("/api/v1/suppressions", json={"name": "events", "rule": "STK-AUD-022", "cluster": name,
+                                             "reason": "log rotation job", "apply_to_existing": True})  # fmt: skip
+    assert all(a["status"] == "dismissed" for a in cluster_alerts(env, name) if a["rule"] == "STK-AUD-022")
+    with env.http("admin") as c:
+        for s in c.get("/api/v1/suppressions").json():
+            assert c.delete(f"/api/v1/suppressions/{s['id']}").status_code == 204
+
+
+def test_bad_input_is_rejected_whole(env: Env) -> None:
+    name, token = env.cluster()
+    good = audit_alerts(DEMO / "audit.jsonl")
+    with env.http(token=token) as c:
+        url = f"/api/v1/clusters/{name}/ingest/alerts"
+        r = c.post(url, content=b'{"batch": "x", "items": [', headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not JSON" in r.json()["detail"]
+        assert c.post(url, json={"batch": "x", "items": {}}).status_code == 400
+        assert c.post(url, json={"items": []}).status_code == 400  # no batch id
+        r = c.post(url, json={"batch": "y", "items": [*good, {"rule": "X", "severity": "APOCALYPTIC"}]})
+        assert r.status_code == 400 and f"items[{len(good)}]" in r.json()["error"]
+        r = c.post(f"/api/v1/clusters/{name}/ingest/teleport", json={"batch": "z", "items": []})
+        assert r.status_code == 400 and "teleport" in r.json()["error"]
+    assert cluster_alerts(env, name) == []  # the batch with one bad alert stored nothing
+    assert ingest(env, name, token, "alerts", good, batch="y").json()["duplicate"] is False  # and its id is free
+
+
+def test_backpressure_429_and_body_limit(tmp_path: Path) -> None:
+    """With the in-flight limit reached, ingestion answers 429 with Retry-After; bodies over the limit get 413."""
+    store = make_store(f"sqlite:///{tmp_path / 's.db'}")
+    _cid, token = store.create_cluster("busy", "t")
+    gate = threading.Event()
+    real = store.ingest
+
+    def slow(*a: Any) -> Any:
+        if a[2]["batch"] == "one":  # this request holds its slot until the test opens the gate
+            gate.wait(10)
+        return real(*a)
+
+    store.ingest = slow
+    with serving(store, max_ingest_inflight=1, max_body=100_000) as base:
+        body = {"batch": "one", "items": []}
+        hdr = {"authorization": f"Bearer {token}"}
+        big = httpx.post(f"{base}/api/v1/clusters/busy/ingest/alerts", content=b"[" * 200_000, headers=hdr)
+        assert big.status_code == 413
+        first = threading.Thread(target=lambda: httpx.post(f"{base}/api/v1/clusters/busy/ingest/heartbeat", json=body,
+                                                           headers=hdr, timeout=30))  # fmt: skip
+        first.start()
+        import time
+
+        for _ in range(100):
+            r = httpx.post(f"{base}/api/v1/clusters/busy/ingest/heartbeat", json={"batch": "two", "items": []},
+                           headers=hdr)  # fmt: skip
+            if r.status_code == 429:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        gate.set()
+        first.join()
+
+
+# -- snapshots, images, rescans --------------------------------------------------------------------------------
+
+
+def test_agent_snapshot_running_images_and_rescan(env: Env, fixtures_dir: Path, vulndb: Any, tmp_path: Path) -> None:
+    from stockade.inventory import catalog_image
+    from stockade.match.matcher import match
+    from stockade.server.client import scan_document
+    from stockade.server.rescan import rescan_all
+
+    name, token = env.cluster()
+    manifests = tmp_path / "app.yaml"
+    manifests.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: legacy, namespace: shop}\nspec:\n  template:\n"
+        "    spec:\n      containers: [{name: app, image: 'alpine:3.11', securityContext: {privileged: true}}]\n"
+    )
+    out = subprocess.run([*CLI, "agent", "--once", "--server", env.base, "--cluster", name, str(manifests)],
+                         env=_env(token), capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # the posture findings the engine gives for these objects are what the server lists
+    posture = subprocess.run([*CLI, "posture", "-f", "json", str(manifests)], capture_output=True, check=True)
+    want = {(f["rule"], f["name"]) for f in orjson.loads(posture.stdout)["findings"]}
+    with env.http("reader") as c:
+        recs = c.get("/api/v1/recommendations", params={"cluster": name}).json()
+        got = {(g["rule"], r["name"]) for g in recs for r in g["resources"]}
+        assert got == want and ("STK-PSS-B-005", "legacy") in got
+        running = c.get("/api/v1/running-images", params={"cluster": name}).json()
+        assert [(r["image"], r["scanned"]) for r in running] == [("docker.io/library/alpine:3.11", False)]
+        comp = {f["framework"]: f for f in c.get("/api/v1/compliance", params={"cluster": name}).json()}
+        assert comp["cis"]["passed"] < comp["cis"]["total"]
+    # the real alpine 3.11 image, scanned and posted: the running image shows its findings by severity
+    inv = catalog_image(str(fixtures_dir / "images" / "trivy-alpine-311.tar.gz"))
+    findings = match(inv, vulndb)
+    assert findings
+    doc = scan_document("alpine:3.11", inv, findings, vulndb.meta("built_at") or "")
+    with env.http("contributor") as c:
+        assert c.post("/api/v1/scans", json={"items": [doc]}).status_code == 200
+    with env.http("reader") as c:
+        row = c.get("/api/v1/running-images", params={"cluster": name}).json()[0]
+    assert row["scanned"] and row["counts"] == dict(Counter(f.severity for f in findings))
+    assert row["fixable"] == sum(1 for f in findings if f.fixed_version)
+    # a scan made with an older database (here: with no findings yet) is rematched by the rescan
+    stale = {**doc, "findings": [], "db_built_at": "1970-01-01T00:00:00+00:00"}
+    with env.http("contributor") as c:
+        c.post("/api/v1/scans", json={"items": [stale]})
+    with env.http("reader") as c:
+        assert c.get("/api/v1/running-images", params={"cluster": name}).json()[0]["counts"] == {}
+    result = rescan_all(env.store, vulndb.path)
+    assert result["images"] >= 1
+    with env.http("reader") as c:
+        row = c.get("/api/v1/running-images", params={"cluster": name}).json()[0]
+        detail = c.get(f"/api/v1/images/{row['image_id']}").json()
+    assert row["counts"] == dict(Counter(f.severity for f in findings))
+    assert sorted(f["vuln_id"] for f in detail["findings"]) == sorted(f.vuln_id for f in findings)
+    assert detail["running"][0]["cluster"] == name
+
+
+def test_cli_collectors_publish(env: Env, traces: Path) -> None:
+    """`stockade audit scan --server`: what the server stores equals what the command reports by itself."""
+    name, token = env.cluster()
+    trace = traces / "create_configmap_sensitive_values.json"
+    alone = subprocess.run([*CLI, "audit", "scan", "-f", "json", "-q", str(trace)], capture_output=True, check=True)
+    want = Counter({a["rule"]: a["count"] for a in orjson.loads(alone.stdout)["alerts"]})
+    out = subprocess.run([*CLI, "audit", "scan", "-q", "-f", "json", "--server", env.base, "--cluster", name,
+                          str(trace)], env=_env(token), capture_output=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = Counter[str]()
+    for a in cluster_alerts(env, name):
+        got[a["rule"]] += a["count"]
+    assert got == want
+    bad = subprocess.run([*CLI, "audit", "scan", "-q", "--server", env.base, "--cluster", name, str(trace)],
+                         env=_env("stk_wrong"), capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "401" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- export ----------------------------------------------------------------------------------------------------
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        if _Hook.fail_first > 0:
+            _Hook.fail_first -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        _Hook.received += json.loads(body)["alerts"]
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_a: Any) -> None:
+        pass
+
+
+def test_exports_to_webhook_syslog_and_file(env: Env, tmp_path: Path) -> None:
+    from syslog_rfc5424_parser import SyslogMessage
+
+    from stockade.server.export import run_once
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(5)
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(5)
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    _Hook.received, _Hook.fail_first = [], 2
+    outfile = tmp_path / "alerts.jsonl"
+    with env.http("contributor") as c:
+        ids = [
+            c.post("/api/v1/exports", json=spec).json()["id"]
+            for spec in (
+                {"kind": "webhook", "target": f"http://127.0.0.1:{hook.server_port}/hook"},
+                {"kind": "syslog", "target": f"udp://127.0.0.1:{udp.getsockname()[1]}", "format": "rfc5424"},
+                {"kind": "syslog", "target": f"tcp://127.0.0.1:{tcp.getsockname()[1]}", "format": "cef",
+                 "min_severity": "HIGH"},
+                {"kind": "file", "target": str(outfile)},
+            )
+        ]  # fmt: skip
+        assert c.post("/api/v1/exports", json={"kind": "syslog", "target": "ftp://x"}).status_code == 400
+    name, token = env.cluster()
+    alerts = audit_alerts(DEMO / "audit.jsonl")
+    ingest(env, name, token, "alerts", alerts)
+    stored = {a["id"]: a for a in cluster_alerts(env, name)}
+    accepted: list[bytes] = []
+
+    def accept() -> None:
+        for _ in range(3):
+            con, _addr = tcp.accept()
+            with con:
+                buf = b""
+                while chunk := con.recv(65536):
+                    buf += chunk
+                accepted.append(buf)
+
+    threading.Thread(target=accept, daemon=True).start()
+    with httpx.Client() as client:
+        backoff: dict[int, tuple[float, float]] = {}
+        run_once(env.store, client, backoff)  # the webhook answers 503: retried later, the others delivered
+        assert ids[0] in backoff
+        for _ in range(3):
+            backoff.clear()  # skip the wait
+            run_once(env.store, client, backoff)
+    # webhook: every alert of this cluster, after two failures, exactly once
+    mine = [a for a in _Hook.received if a["cluster"] == name]
+    assert sorted(a["id"] for a in mine) == sorted(stored)
+    assert all(a["first_seen"].endswith("Z") for a in mine)
+    # syslog RFC 5424 over UDP, checked with an independent parser
+    msgs = []
+    while True:
+        try:
+            data, _ = udp.recvfrom(65536)
+        except TimeoutError:
+            break
+        m = SyslogMessage.parse(data.decode())
+        if m.sd["stockade@32473"]["cluster"] == name:
+            msgs.append(m)
+        if len(msgs) == len(stored):
+            break
+    assert sorted(int(m.sd["stockade@32473"]["alertId"]) for m in msgs) == sorted(stored)
+    for m in msgs:
+        a = stored[int(m.sd["stockade@32473"]["alertId"])]
+        assert m.appname == "stockade" and m.msgid == a["rule"] and m.facility.value == 4
+        assert m.severity.value == {"CRITICAL": 2, "HIGH": 3, "MEDIUM": 4, "LOW": 5}[a["severity"]]
+        assert m.msg.startswith(a["title"])
+    # CEF over TCP with octet counting: HIGH and CRITICAL only
+    frames = []
+    for buf in accepted:
+        while buf:
+            n, _, rest = buf.partition(b" ")
+            frames.append(rest[: int(n)].decode())
+            buf = rest[int(n) :]
+    cef = [SyslogMessage.parse(f).msg for f in frames]
+    cef = [m for m in cef if f"cs1={name}" in m]
+    want = [a for a in stored.values() if a["severity"] in ("HIGH", "CRITICAL")]
+    assert len(cef) == len(want) and all(m.startswith("CEF:0|stockade|stockade|0.1.0|STK-AUD-") for m in cef)
+    # file: JSON lines
+    lines = [json.loads(line) for line in outfile.read_text().splitlines()]
+    assert sorted(a["id"] for a in lines if a["cluster"] == name) == sorted(stored)
+    with env.http("reader") as c:
+        ex = {x["id"]: x for x in c.get("/api/v1/exports").json()}
+    assert ex[ids[0]]["failures"] >= 1 and ex[ids[0]]["last_error"] == "" and ex[ids[0]]["delivered"] >= len(stored)
+    with env.http("contributor") as c:
+        for i in ids:
+            c.delete(f"/api/v1/exports/{i}")
+    hook.shutdown()
