@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -307,6 +308,14 @@ class DatabaseError(StockadeError):
     pass
 
 
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# JSON columns through orjson: the standard library's encoder was a quarter of the ingestion time
+JSON_CODEC: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+
+
 def default_url() -> str:
     """$STOCKADE_DATABASE_URL, else a SQLite file under ~/.local/share/stockade."""
     url = os.environ.get("STOCKADE_DATABASE_URL")
@@ -328,7 +337,9 @@ def make_engine(url: str) -> Engine:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise DatabaseError(f"{path}: cannot create the database directory: {e.strerror}") from e
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8, **JSON_CODEC
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_con: Any, _record: Any) -> None:
@@ -341,7 +352,7 @@ def make_engine(url: str) -> Engine:
 
         return engine
     try:
-        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **JSON_CODEC)
     except Exception as e:  # an unknown dialect or driver
         raise DatabaseError(f"{url.split('@')[-1]}: cannot use this database URL: {e}") from e
 
