@@ -928,10 +928,12 @@ def node_check(
 
 
 from stockade.cli.server_cmds import agent as _agent  # noqa: E402
+from stockade.cli.server_cmds import publish as _publish  # noqa: E402
 from stockade.cli.server_cmds import server_app  # noqa: E402
 
 app.add_typer(server_app, name="server")
 app.command("agent")(_agent)
+app.command("publish")(_publish)
 
 
 if __name__ == "__main__":  # pragma: no cover

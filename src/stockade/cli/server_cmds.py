@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -212,3 +213,75 @@ def agent(
         _fail(str(e))
     except KeyboardInterrupt:
         pass
+
+
+def publish(
+    path: Annotated[Path, typer.Argument(help="JSON-lines file of alerts (or violations) another process appends")],
+    server: Annotated[str, typer.Option(envvar="STOCKADE_SERVER", help="The stockade server's URL")],
+    cluster: Annotated[str, typer.Option(envvar="STOCKADE_CLUSTER", help="This cluster's name on the server")],
+    token: Annotated[
+        str, typer.Option(envvar="STOCKADE_TOKEN", help="The cluster's ingestion token", show_default=False)
+    ],
+    kind: Annotated[str, typer.Option(help="alerts or violations")] = "alerts",
+    component: Annotated[str, typer.Option(help="sensor, audit or admission")] = "sensor",
+    state: Annotated[Path | None, typer.Option(help="Remember the offset sent here (resume after a restart)")] = None,
+    follow: Annotated[bool, typer.Option(help="Keep following the file as it grows")] = True,
+    ca: Annotated[Path | None, typer.Option(help="CA bundle that signed the server's certificate")] = None,
+) -> None:
+    """Ship a collector's JSON-lines output to the server: the sensor's publisher container. Batch ids are the
+    file's byte ranges, so a resend after a crash is recognised and not stored twice."""
+    import orjson
+
+    from stockade.server.client import Client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        client = Client(server, token, cluster, ca=ca)
+        offset = int(state.read_text() or 0) if state is not None and state.is_file() else 0
+        while True:
+            try:
+                fh = path.open("rb")
+            except FileNotFoundError:
+                if not follow:
+                    raise StockadeError(f"{path}: no such file") from None
+                time.sleep(1)
+                continue
+            with fh:
+                ino = os.fstat(fh.fileno()).st_ino
+                if os.fstat(fh.fileno()).st_size < offset:
+                    offset = 0  # truncated or replaced
+                fh.seek(offset)
+                while True:
+                    start = offset
+                    items = []
+                    for line in fh:
+                        if not line.endswith(b"\n"):
+                            break  # a partial line: the writer is mid-way; read it next time
+                        offset += len(line)
+                        if line.strip():
+                            try:
+                                items.append(orjson.loads(line))
+                            except orjson.JSONDecodeError:
+                                logging.warning("%s: skipped a line that is not JSON at byte %d", path, offset)
+                        if len(items) >= 500:
+                            break
+                    fh.seek(offset)
+                    if items:
+                        client.send(kind, items, component, batch=f"{ino}-{start}-{offset}")
+                        if state is not None:
+                            state.write_text(str(offset))
+                        continue
+                    if not follow:
+                        return
+                    time.sleep(1)
+                    if not path.exists() or os.stat(path).st_ino != ino:
+                        offset = 0  # rotated: start the new file
+                        break
+    except StockadeError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
