@@ -55,6 +55,7 @@ def browser() -> Iterator[Any]:
         opts.add_argument(a)
     drv = webdriver.Chrome(service=Service(shutil.which("chromedriver") or ""), options=opts)
     drv.set_page_load_timeout(30)
+    drv.implicitly_wait(5)  # form posts navigate asynchronously: finding an element waits for the next page
     SHOTS.mkdir(parents=True, exist_ok=True)
     try:
         yield drv
@@ -70,6 +71,13 @@ def sign_in(drv: Any, base: str, user: str, password: str = PASSWORD) -> None:
     drv.find_element(By.ID, "name").send_keys(user)
     drv.find_element(By.ID, "password").send_keys(password)
     drv.find_element(By.ID, "sign-in").click()
+    wait(drv, lambda d: not d.current_url.startswith(f"{base}/login") or d.find_elements(By.ID, "login-error"))
+
+
+def wait(drv: Any, cond: Any, seconds: float = 10) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(drv, seconds).until(cond)
 
 
 def test_sign_in_fails_with_a_wrong_password(site: Any, browser: Any) -> None:
@@ -120,6 +128,7 @@ def test_triage_an_alert(site: Any, browser: Any) -> None:
     browser.find_element(By.ID, "triage-reason").send_keys("red-team exercise INC-4711")
     browser.save_screenshot(str(SHOTS / "triage-before.png"))
     browser.find_element(By.ID, "triage-submit").click()
+    wait(browser, lambda d: d.find_element(By.ID, "alert-status").text.startswith("dismissed"))
     status = browser.find_element(By.ID, "alert-status").text
     browser.save_screenshot(str(SHOTS / "triage-after.png"))
     assert status.startswith("dismissed by alice") and "INC-4711" in status
@@ -148,6 +157,6 @@ def test_reader_cannot_triage(site: Any, browser: Any) -> None:
         f"/alerts/{items[0]['id']}/status",
         {"csrf": csrf, "status": "dismissed", "reason": "I am only a reader"},
     )
-    assert "needs the admin or" in browser.page_source or "this needs the admin role" in browser.page_source
+    wait(browser, lambda d: "this needs the admin role" in d.page_source)
     browser.save_screenshot(str(SHOTS / "reader-refused.png"))
     assert store.alert(items[0]["id"])["status"] == "active"

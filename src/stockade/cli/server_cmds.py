@@ -229,7 +229,7 @@ def publish(
     ca: Annotated[Path | None, typer.Option(help="CA bundle that signed the server's certificate")] = None,
 ) -> None:
     """Ship a collector's JSON-lines output to the server: the sensor's publisher container. Batch ids are the
-    file's byte ranges, so a resend after a crash is recognised and not stored twice."""
+    file's byte ranges, and the range in flight is saved first, so a resend after a crash is not stored twice."""
     import orjson
 
     from stockade.server.client import Client
@@ -238,7 +238,11 @@ def publish(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         client = Client(server, token, cluster, ca=ca)
-        offset = int(state.read_text() or 0) if state is not None and state.is_file() else 0
+        # the state file holds the offset acknowledged, then, while a batch is in flight, the end of that batch:
+        # after a crash the same byte range is sent again with the same batch id, which the server recognises
+        saved = (state.read_text().split() if state is not None and state.is_file() else []) or ["0"]
+        offset = int(saved[0])
+        pending = int(saved[1]) if len(saved) > 1 else None
         while True:
             try:
                 fh = path.open("rb")
@@ -256,8 +260,8 @@ def publish(
                     start = offset
                     items = []
                     for line in fh:
-                        if not line.endswith(b"\n"):
-                            break  # a partial line: the writer is mid-way; read it next time
+                        if not line.endswith(b"\n") or (pending is not None and offset >= pending):
+                            break  # a partial line (the writer is mid-way; read it next time), or a resend's end
                         offset += len(line)
                         if line.strip():
                             try:
@@ -268,10 +272,14 @@ def publish(
                             break
                     fh.seek(offset)
                     if items:
+                        if state is not None:
+                            state.write_text(f"{start} {offset}")
                         client.send(kind, items, component, batch=f"{ino}-{start}-{offset}")
                         if state is not None:
                             state.write_text(str(offset))
+                        pending = None
                         continue
+                    pending = None
                     if not follow:
                         return
                     time.sleep(1)
