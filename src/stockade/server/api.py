@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,15 @@ from starlette.concurrency import run_in_threadpool
 
 from stockade.model import StockadeError
 from stockade.server import views
+from stockade.server.dashboard import mount, set_session_cookie
 from stockade.server.db import DatabaseError
-from stockade.server.store import BadRequest, Conflict, NotFound, Principal, Store
+from stockade.server.store import SESSION_COOKIE, BadRequest, Conflict, NotFound, Principal, Store
 
 log = logging.getLogger("stockade.server")
 
 VIEW = frozenset({"reader", "contributor", "admin"})
 MANAGE = frozenset({"contributor", "admin"})
 TRIAGE = frozenset({"admin"})
-SESSION_COOKIE = "stockade_session"
 
 
 @dataclass(slots=True)
@@ -39,7 +39,6 @@ class ServerSettings:
     max_body: int = 64 * 1024 * 1024
     workers: bool = True  # run the export and rescan loops in this process
     secure_cookies: bool = False  # set when served over HTTPS
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ORJSONResponse(JSONResponse):
@@ -138,12 +137,6 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         async with inflight:
             return await run_in_threadpool(fn)
 
-    def thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        async def run(*args: Any) -> Any:
-            return await run_in_threadpool(fn, *args)
-
-        return run
-
     # -- health --------------------------------------------------------------------------------------------------
 
     @app.get("/healthz", include_in_schema=False)
@@ -172,9 +165,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         if token is None:
             raise HTTPException(401, "wrong user name or password")
         resp = ORJSONResponse({"token": token})
-        resp.set_cookie(
-            SESSION_COOKIE, token, httponly=True, samesite="strict", secure=settings.secure_cookies, max_age=43200
-        )
+        set_session_cookie(resp, token, settings.secure_cookies)
         return resp
 
     @app.get("/api/v1/me", tags=["auth"])
@@ -238,23 +229,23 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.get("/api/v1/overview", tags=["views"])
     async def overview(_p: Principal = viewer) -> Any:
-        return await thread(views.overview)(store)
+        return await run_in_threadpool(views.overview, store)
 
     @app.get("/api/v1/running-images", tags=["views"])
     async def running(cluster: str | None = None, q: str | None = None, _p: Principal = viewer) -> Any:
-        return await thread(views.running_images)(store, cluster, q)
+        return await run_in_threadpool(views.running_images, store, cluster, q)
 
     @app.get("/api/v1/vulnerabilities", tags=["views"])
     async def vulns(severity: str | None = None, q: str | None = None, _p: Principal = viewer) -> Any:
-        return await thread(views.vulnerabilities)(store, severity, q)
+        return await run_in_threadpool(views.vulnerabilities, store, severity, q)
 
     @app.get("/api/v1/images", tags=["views"])
     async def list_images(_p: Principal = viewer) -> Any:
-        return await thread(views.images)(store)
+        return await run_in_threadpool(views.images, store)
 
     @app.get("/api/v1/images/{image_id}", tags=["views"])
     async def get_image(image_id: int, severity: str | None = None, _p: Principal = viewer) -> Any:
-        return await thread(views.image)(store, image_id, severity)
+        return await run_in_threadpool(views.image, store, image_id, severity)
 
     @app.get("/api/v1/recommendations", tags=["views"])
     async def recs(
@@ -264,11 +255,11 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         include_excepted: bool = False,
         _p: Principal = viewer,
     ) -> Any:
-        return await thread(views.recommendations)(store, cluster, severity, q, include_excepted)
+        return await run_in_threadpool(views.recommendations, store, cluster, severity, q, include_excepted)
 
     @app.get("/api/v1/compliance", tags=["views"])
     async def comp(cluster: str | None = None, _p: Principal = viewer) -> Any:
-        return await thread(views.compliance)(store, cluster)
+        return await run_in_threadpool(views.compliance, store, cluster)
 
     @app.get("/api/v1/violations", tags=["views"])
     async def list_violations(cluster: str | None = None, limit: int = 200, _p: Principal = viewer) -> Any:
@@ -357,8 +348,6 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
 
         vdb = settings.vulndb
         return await run_in_threadpool(lambda: rescan_all(store, vdb, p.name, force=True))
-
-    from stockade.server.dashboard import mount
 
     mount(app, store, settings)
     return app

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stockade.model import StockadeError
 from stockade.server import views
-from stockade.server.store import Principal, Store
+from stockade.server.store import SESSION_COOKIE, SESSION_TTL, Principal, Store
 
 SEV_COLOR = {
     "CRITICAL": "#8e1b1b",
@@ -124,6 +124,11 @@ def gauge(score: float | None) -> Markup:
     )
 
 
+def set_session_cookie(resp: Response, token: str, secure: bool) -> None:
+    """The dashboard session: HttpOnly, SameSite=Strict, Secure over HTTPS, as long as the session lives."""
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure, max_age=int(SESSION_TTL))
+
+
 def csrf_token(session: str) -> str:
     return hashlib.sha256(b"stockade-csrf:" + session.encode()).hexdigest()[:32]
 
@@ -137,7 +142,7 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
     )
 
     def who(request: Request) -> tuple[Principal | None, str]:
-        token = request.cookies.get("stockade_session", "")
+        token = request.cookies.get(SESSION_COOKIE, "")
         p = store.principal(token) if token else None
         if p is not None and p.kind == "cluster":
             p = None
@@ -191,19 +196,17 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
             return page(request, "login.html", status=401, error="Wrong user name or password.")
         nxt = form.get("next") or "/"
         resp = RedirectResponse(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/", status_code=303)
-        resp.set_cookie(
-            "stockade_session", token, httponly=True, samesite="strict", secure=settings.secure_cookies, max_age=43200
-        )
+        set_session_cookie(resp, token, settings.secure_cookies)
         return resp
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
         form = await form_of(request)
-        token = request.cookies.get("stockade_session", "")
+        token = request.cookies.get(SESSION_COOKIE, "")
         if token and form.get("csrf") == csrf_token(token):
             await run_in_threadpool(store.revoke_token, token, "logout")
         resp = RedirectResponse("/login", status_code=303)
-        resp.delete_cookie("stockade_session")
+        resp.delete_cookie(SESSION_COOKIE)
         return resp
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -256,7 +259,7 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
                 status or None, qp.get("severity") or None, qp.get("cluster") or None, qp.get("source") or None,
                 qp.get("q") or None, 200, 0,
             )
-            return {"total": total, "rows": rows, "status": status, "clusters": [c["name"] for c in store.clusters()]}
+            return {"total": total, "rows": rows, "status": status, "clusters": store.cluster_names()}
 
         return await guarded(request, "alerts.html", load)
 

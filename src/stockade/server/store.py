@@ -23,12 +23,22 @@ from stockade.server import db as t
 
 ROLES = ("reader", "contributor", "admin")
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO", "UNKNOWN")
-SEVERITY_RANK = {s: i for i, s in enumerate(reversed(SEVERITIES))}
+SEVERITY_RANK = {s: i for i, s in enumerate(reversed(SEVERITIES))}  # higher is worse
+SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}  # for sorting, worst first
 ALERT_STATUSES = ("active", "dismissed", "resolved")
 INGEST_KINDS = ("alerts", "snapshot", "scans", "violations", "heartbeat")
 COMPONENTS = ("agent", "sensor", "audit", "admission")
 MAX_ITEMS = 5000  # per batch
 SESSION_TTL = 12 * 3600.0
+SESSION_COOKIE = "stockade_session"
+
+
+SETTINGS_TABLES = {"suppressions": t.suppressions, "exceptions": t.exceptions, "exports": t.exports}
+
+
+def severity_list(text: str) -> list[str]:
+    """A comma-separated severity filter (?severity=critical,HIGH) as upper-case names."""
+    return [s.strip().upper() for s in text.split(",")]
 
 
 class BadRequest(StockadeError):
@@ -52,7 +62,6 @@ class Principal:
     kind: str  # user, session, cluster
     user_id: int | None = None
     cluster_id: int | None = None
-    token_id: int | None = None
 
 
 def hash_password(password: str) -> str:
@@ -262,11 +271,9 @@ class Store:
         p: Principal | None = None
         if row is not None and not row.revoked and (row.expires_at is None or row.expires_at > time.time()):
             if row.kind == "cluster" and row.cluster_id is not None:
-                p = Principal(
-                    f"cluster:{row.cluster}", "cluster", "cluster", cluster_id=row.cluster_id, token_id=row.id
-                )
+                p = Principal(f"cluster:{row.cluster}", "cluster", "cluster", cluster_id=row.cluster_id)
             elif row.uid is not None and not row.disabled:
-                p = Principal(row.user, row.role, row.kind, user_id=row.uid, token_id=row.id)
+                p = Principal(row.user, row.role, row.kind, user_id=row.uid)
         with self._lock:
             if len(self._token_cache) > 10_000:
                 self._token_cache.clear()
@@ -303,6 +310,10 @@ class Store:
             self.audit(con, actor, "cluster.delete", name)
         with self._lock:
             self._token_cache.clear()
+
+    def cluster_names(self) -> list[str]:
+        with self.engine.connect() as con:
+            return [r.name for r in con.execute(select(t.clusters.c.name).order_by(t.clusters.c.name))]
 
     def cluster_id(self, name: str) -> int:
         with self.engine.connect() as con:
@@ -562,8 +573,6 @@ class Store:
                 k8s_version=str(snap.get("k8s_version", ""))[:50],
                 nodes=int(snap.get("nodes", 0) or 0),
                 components={k: bool(v) for k, v in (snap.get("components") or {}).items() if k in COMPONENTS},
-                agent_seen=now,
-                last_seen=now,
             )
         )
         con.execute(delete(t.containers).where(t.containers.c.cluster_id == cluster_id))
@@ -771,7 +780,7 @@ class Store:
         if status:
             cond.append(t.alerts.c.status == status)
         if severity:
-            cond.append(t.alerts.c.severity.in_([s.strip().upper() for s in severity.split(",")]))
+            cond.append(t.alerts.c.severity.in_(severity_list(severity)))
         if cluster:
             cond.append(t.clusters.c.name == cluster)
         if source:
@@ -790,7 +799,7 @@ class Store:
             )
         base = t.alerts.join(t.clusters)
         where = and_(*cond) if cond else None
-        sev_order = case({s: i for i, s in enumerate(SEVERITIES)}, value=t.alerts.c.severity, else_=9)
+        sev_order = case(SEVERITY_ORDER, value=t.alerts.c.severity, else_=9)
         with self.engine.connect() as con:
             qtotal = select(func.count()).select_from(base)
             qrows = select(t.alerts, t.clusters.c.name.label("cluster")).select_from(base)
@@ -880,7 +889,7 @@ class Store:
         return int(sid[0])
 
     def delete_row(self, table_name: str, row_id: int, actor: str) -> None:
-        table = {"suppressions": t.suppressions, "exceptions": t.exceptions, "exports": t.exports}[table_name]
+        table = SETTINGS_TABLES[table_name]
         with self.engine.begin() as con:
             if table is t.exports:
                 con.execute(delete(t.alert_exports).where(t.alert_exports.c.export_id == row_id))
@@ -892,7 +901,7 @@ class Store:
             self._sup_cache = None
 
     def rows(self, table_name: str) -> list[dict[str, Any]]:
-        table = {"suppressions": t.suppressions, "exceptions": t.exceptions, "exports": t.exports}[table_name]
+        table = SETTINGS_TABLES[table_name]
         with self.engine.connect() as con:
             return [dict(r._mapping) for r in con.execute(select(table).order_by(table.c.id)).all()]
 
@@ -967,13 +976,6 @@ class Store:
         with self.engine.connect() as con:
             row = con.execute(select(t.settings.c.value).where(t.settings.c.key == key)).first()
         return row.value if row else None
-
-    def set_setting(self, key: str, value: Any) -> None:
-        ins = self._insert(t.settings)
-        with self.engine.begin() as con:
-            con.execute(
-                ins.values(key=key, value=value).on_conflict_do_update(index_elements=["key"], set_={"value": value})
-            )
 
 
 def severity_at_least(sev: str, floor: str) -> bool:

@@ -11,8 +11,19 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from stockade.server import db as t
-from stockade.server.store import SEVERITIES, NotFound, Store
+from stockade.server.store import SEVERITIES, SEVERITY_ORDER, NotFound, Store, severity_list
 
+# what the image lists show of a scan (all but the stored inventory)
+IMAGE_SUMMARY = (
+    t.images.c.id,
+    t.images.c.ref,
+    t.images.c.digest,
+    t.images.c.os,
+    t.images.c.scanned_at,
+    t.images.c.counts,
+    t.images.c.fixable,
+    t.images.c.db_built_at,
+)
 SEVERITY_WEIGHT = {"CRITICAL": 10, "HIGH": 7, "MEDIUM": 4, "LOW": 1, "INFO": 0, "UNKNOWN": 1}
 DAY = 86400.0
 
@@ -48,7 +59,7 @@ def recommendations(
     if cluster:
         stmt = stmt.where(t.clusters.c.name == cluster)
     if severity:
-        stmt = stmt.where(t.recommendations.c.severity.in_([s.strip().upper() for s in severity.split(",")]))
+        stmt = stmt.where(t.recommendations.c.severity.in_(severity_list(severity)))
     if q:
         like = f"%{q.lower()}%"
         stmt = stmt.where(
@@ -89,8 +100,9 @@ def recommendations(
                 **({"excepted": exc["reason"]} if exc else {}),
             }
         )
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(groups.values(), key=lambda g: (order.get(g["severity"], 9), -len(g["resources"]), g["rule"]))
+    return sorted(
+        groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 9), -len(g["resources"]), g["rule"])
+    )
 
 
 def compliance(store: Store, cluster: str | None = None) -> list[dict[str, Any]]:
@@ -139,18 +151,7 @@ def running_images(store: Store, cluster: str | None = None, q: str | None = Non
         stmt = stmt.where(t.clusters.c.name == cluster)
     with store.engine.connect() as con:
         ctrs = con.execute(stmt).all()
-        imgs = con.execute(
-            select(
-                t.images.c.id,
-                t.images.c.ref,
-                t.images.c.digest,
-                t.images.c.os,
-                t.images.c.scanned_at,
-                t.images.c.counts,
-                t.images.c.fixable,
-                t.images.c.db_built_at,
-            )
-        ).all()
+        imgs = con.execute(select(*IMAGE_SUMMARY)).all()
     by_ref = {i.ref: i for i in imgs}
     by_digest = {i.digest: i for i in imgs if i.digest}
     out: dict[str, dict[str, Any]] = {}
@@ -191,40 +192,18 @@ def _risk(counts: dict[str, int]) -> int:
 
 def images(store: Store) -> list[dict[str, Any]]:
     with store.engine.connect() as con:
-        rows = con.execute(
-            select(
-                t.images.c.id,
-                t.images.c.ref,
-                t.images.c.digest,
-                t.images.c.os,
-                t.images.c.scanned_at,
-                t.images.c.counts,
-                t.images.c.fixable,
-                t.images.c.db_built_at,
-            ).order_by(t.images.c.ref)
-        ).all()
+        rows = con.execute(select(*IMAGE_SUMMARY).order_by(t.images.c.ref)).all()
     return [dict(r._mapping) for r in rows]
 
 
 def image(store: Store, image_id: int, severity: str | None = None) -> dict[str, Any]:
     with store.engine.connect() as con:
-        img = con.execute(
-            select(
-                t.images.c.id,
-                t.images.c.ref,
-                t.images.c.digest,
-                t.images.c.os,
-                t.images.c.scanned_at,
-                t.images.c.counts,
-                t.images.c.fixable,
-                t.images.c.db_built_at,
-            ).where(t.images.c.id == image_id)
-        ).first()
+        img = con.execute(select(*IMAGE_SUMMARY).where(t.images.c.id == image_id)).first()
         if img is None:
             raise NotFound(f"no image {image_id}")
         stmt = select(t.findings).where(t.findings.c.image_id == image_id)
         if severity:
-            stmt = stmt.where(t.findings.c.severity.in_([s.strip().upper() for s in severity.split(",")]))
+            stmt = stmt.where(t.findings.c.severity.in_(severity_list(severity)))
         fs = con.execute(stmt).all()
         running = con.execute(
             select(t.containers, t.clusters.c.name.label("cluster"))
@@ -236,9 +215,9 @@ def image(store: Store, image_id: int, severity: str | None = None) -> dict[str,
                 )
             )
         ).all()
-    order = {s: i for i, s in enumerate(SEVERITIES)}
     findings = sorted(
-        (dict(f._mapping) for f in fs), key=lambda f: (order.get(f["severity"], 9), -(f["cvss"] or 0), f["vuln_id"])
+        (dict(f._mapping) for f in fs),
+        key=lambda f: (SEVERITY_ORDER.get(f["severity"], 9), -(f["cvss"] or 0), f["vuln_id"]),
     )
     return {
         **dict(img._mapping),
@@ -256,7 +235,7 @@ def vulnerabilities(store: Store, severity: str | None = None, q: str | None = N
         return []
     stmt = select(t.findings).where(t.findings.c.image_id.in_(list(run)))
     if severity:
-        stmt = stmt.where(t.findings.c.severity.in_([s.strip().upper() for s in severity.split(",")]))
+        stmt = stmt.where(t.findings.c.severity.in_(severity_list(severity)))
     if q:
         like = f"%{q.lower()}%"
         stmt = stmt.where(or_(func.lower(t.findings.c.vuln_id).like(like), func.lower(t.findings.c.package).like(like)))
@@ -284,12 +263,11 @@ def vulnerabilities(store: Store, severity: str | None = None, q: str | None = N
         v["images"].add(run[f.image_id]["image"])
         if f.fixed:
             v["fixed"].add(f"{f.package} {f.fixed}")
-    order = {s: i for i, s in enumerate(SEVERITIES)}
     res = [
         {**v, "packages": sorted(v["packages"]), "images": sorted(v["images"]), "fixed": sorted(v["fixed"])}
         for v in out.values()
     ]
-    return sorted(res, key=lambda v: (not v["kev"], order.get(v["severity"], 9), -(v["cvss"] or 0), v["id"]))
+    return sorted(res, key=lambda v: (not v["kev"], SEVERITY_ORDER.get(v["severity"], 9), -(v["cvss"] or 0), v["id"]))
 
 
 def overview(store: Store, days: int = 14) -> dict[str, Any]:
