@@ -14,6 +14,12 @@ import orjson
 import typer
 
 from stockade import __version__
+from stockade.cli.common import EXIT_INPUT, EXIT_USAGE
+from stockade.cli.common import err as _err
+from stockade.cli.common import input_errors as _input_errors
+from stockade.cli.server_cmds import agent as _agent
+from stockade.cli.server_cmds import publish as _publish
+from stockade.cli.server_cmds import server_app
 from stockade.image import Limits
 from stockade.model import Inventory, StockadeError
 
@@ -25,33 +31,15 @@ app = typer.Typer(
 )
 
 
-@contextlib.contextmanager
-def _input_errors() -> Iterator[None]:
-    """A StockadeError (bad input, named in the message) becomes one red line and exit code 1."""
-    try:
-        yield
-    except StockadeError as exc:
-        _err(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
 
-
-def _err(message: str) -> None:
-    """One line on stderr; rich is imported only when there is something to say (it costs 40 ms)."""
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(message)
-
-
-EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
-
-
-def _publisher(server: str | None, cluster: str | None, token: str | None, kind: str, component: str) -> Any:
-    """A background publisher to the central server, or None without --server."""
+def _alert_sender(server: str | None, cluster: str | None, token: str | None, component: str) -> Any:
+    """Alerts to the central server in the background (new ones, then how much their counts grew), or None
+    without --server."""
     if not server:
         return None
-    from stockade.server.client import Client, Publisher
+    from stockade.server.client import AlertDeltas, Client, Publisher
 
-    return Publisher(Client(server, token or "", cluster or ""), kind, component)
+    return AlertDeltas(Publisher(Client(server, token or "", cluster or ""), "alerts", component))
 
 
 SERVER_OPT = typer.Option("--server", envvar="STOCKADE_SERVER", help="Also send to this stockade server (URL)")
@@ -660,14 +648,9 @@ def audit_scan(
         raise typer.Exit(EXIT_USAGE)
     with _input_errors():
         detector = Detector(load_audit_rules(rules), window_s=window)
-        publisher = _publisher(server, cluster, token, "alerts", "audit")
+        deltas = _alert_sender(server, cluster, token, "audit")
     stats = aev.Stats()
     stream_out = fmt is AuditFormat.jsonl and output is None
-    deltas = None
-    if publisher is not None:
-        from stockade.server.client import AlertDeltas
-
-        deltas = AlertDeltas(publisher)
     synced = [0.0]
 
     def emit(new: list[Any]) -> None:
@@ -688,9 +671,8 @@ def audit_scan(
             fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
             with contextlib.suppress(KeyboardInterrupt):
                 _audit_read(path, fs, stats, detector, emit, follow, state)
-    if publisher is not None and deltas is not None:
-        deltas.sync(detector.alerts)
-        sent = publisher.close()
+    if deltas is not None:
+        sent = deltas.close(detector.alerts)
         if sent["failed"] or sent["dropped"]:
             _err(f"[red]error:[/] {sent['failed'] + sent['dropped']} alert(s) not delivered to {server}")
             raise typer.Exit(EXIT_INPUT)
@@ -826,12 +808,7 @@ def sensor_run(
         except OSError as exc:
             raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
 
-        publisher = _publisher(server, cluster, token, "alerts", "sensor")
-        deltas = None
-        if publisher is not None:
-            from stockade.server.client import AlertDeltas
-
-            deltas = AlertDeltas(publisher)
+        deltas = _alert_sender(server, cluster, token, "sensor")
 
         def publish(alerts: list[Any]) -> None:
             if deltas is not None:
@@ -848,9 +825,8 @@ def sensor_run(
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait(duration if duration > 0 else None)
     counters = sensor.stop()
-    if publisher is not None and deltas is not None:
-        deltas.sync(detector.alerts)  # the repeats counted since the last new alert
-        counters["published"] = publisher.close()
+    if deltas is not None:
+        counters["published"] = deltas.close(detector.alerts)  # with the repeats counted since the last sync
     _err(f"sensor stopped: {counters}")
     if stats is not None:
         stats.write_bytes(orjson.dumps(counters))
@@ -927,9 +903,6 @@ def node_check(
         raise typer.Exit(exit_code)
 
 
-from stockade.cli.server_cmds import agent as _agent  # noqa: E402
-from stockade.cli.server_cmds import publish as _publish  # noqa: E402
-from stockade.cli.server_cmds import server_app  # noqa: E402
 
 app.add_typer(server_app, name="server")
 app.command("agent")(_agent)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from stockade.cli.common import EXIT_INPUT, err, input_errors
 from stockade.model import StockadeError
 
 server_app = typer.Typer(
@@ -22,13 +23,6 @@ server_app = typer.Typer(
 )
 
 DB_URL = typer.Option("--database-url", envvar="STOCKADE_DATABASE_URL", help="SQLAlchemy URL (default: SQLite file)")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _store(url: str | None) -> Any:
@@ -76,8 +70,9 @@ def server(
     for noisy in ("alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if (tls_cert is None) != (tls_key is None):
-        _fail("--tls-cert and --tls-key go together")
-    try:
+        err("[red]error:[/] --tls-cert and --tls-key go together")
+        raise typer.Exit(EXIT_INPUT)
+    with input_errors():
         store = _store(database_url)
         _bootstrap_admin(store)
         if vulndb is None and demo:
@@ -86,8 +81,6 @@ def server(
             vulndb = default_db_path() if default_db_path().is_file() else None
         if vulndb is not None and not vulndb.is_file():
             raise StockadeError(f"{vulndb}: no vulnerability database; run 'stockade db build' first")
-    except StockadeError as e:
-        _fail(str(e))
     settings = ServerSettings(vulndb=vulndb, max_ingest_inflight=max_inflight, secure_cookies=tls_cert is not None)
     app = create_app(store, settings)
     scheme = "https" if tls_cert else "http"
@@ -135,10 +128,8 @@ def user_add(
     password = os.environ.get("STOCKADE_PASSWORD") or typer.prompt(
         "password", hide_input=True, confirmation_prompt=True
     )
-    try:
+    with input_errors():
         _store(ctx.obj["database_url"]).create_user(name, password, role, "cli")
-    except StockadeError as e:
-        _fail(str(e))
     print(f"user {name!r} ({role}) created", file=sys.stderr)
 
 
@@ -149,29 +140,23 @@ def user_token(
     name: Annotated[str, typer.Option(help="What the token is for")] = "api",
 ) -> None:
     """Print a new API token for a user."""
-    try:
+    with input_errors():
         print(_store(ctx.obj["database_url"]).create_user_token(user, name, "cli"))
-    except StockadeError as e:
-        _fail(str(e))
 
 
 @server_app.command("cluster-add")
 def cluster_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Cluster name")]) -> None:
     """Register a cluster and print its ingestion token (give it to the agent, sensor, audit collector, webhook)."""
-    try:
+    with input_errors():
         _cid, token = _store(ctx.obj["database_url"]).create_cluster(name, "cli")
-    except StockadeError as e:
-        _fail(str(e))
     print(token)
 
 
 @server_app.command("migrate")
 def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the database schema (the server also does it when it starts)."""
-    try:
+    with input_errors():
         _store(ctx.obj["database_url"])
-    except StockadeError as e:
-        _fail(str(e))
     print("schema is up to date", file=sys.stderr)
 
 
@@ -210,7 +195,8 @@ def agent(
         finally:
             client.close()
     except StockadeError as e:
-        _fail(str(e))
+        err(f"[red]error:[/] {e}")
+        raise typer.Exit(EXIT_INPUT) from None
     except KeyboardInterrupt:
         pass
 
@@ -287,7 +273,8 @@ def publish(
                         offset = 0  # rotated: start the new file
                         break
     except StockadeError as e:
-        _fail(str(e))
+        err(f"[red]error:[/] {e}")
+        raise typer.Exit(EXIT_INPUT) from None
     except KeyboardInterrupt:
         pass
     finally:

@@ -179,6 +179,11 @@ class AlertDeltas:
         if out:
             self.publisher.put(out)
 
+    def close(self, alerts: list[Any]) -> dict[str, int]:
+        """Send what the counts grew by since the last sync, then drain and stop the publisher."""
+        self.sync(alerts)
+        return self.publisher.close()
+
 
 def scan_document(ref: str, inv: Any, findings: list[Any], db_built_at: str) -> dict[str, Any]:
     """What the server stores of one scan: the findings and the inventory (to rematch on database updates)."""
