@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from stockade.admission.policy import AdmissionPolicy
 from stockade.admission.review import BadReview, Decision, Reviewer, allowed_on_error, parse_review
+from stockade.web import BodyTooLarge
+from stockade.web import read_body as read_limited
 
 log = logging.getLogger("stockade.admission")
 JSON = "application/json"
@@ -44,16 +46,11 @@ def create_app(policy: AdmissionPolicy, reviewer: Reviewer | None = None) -> Fas
     app.state.reviewer = reviewer
 
     async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > policy.max_body_bytes:
-            raise BadReview(f"request body of {declared} bytes is over the {policy.max_body_bytes}-byte limit")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > policy.max_body_bytes:
-                raise BadReview(f"request body is over the {policy.max_body_bytes}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_limited(request, policy.max_body_bytes)
+        except BodyTooLarge as exc:
+            size = f" of {exc.declared} bytes" if exc.declared is not None else ""
+            raise BadReview(f"request body{size} is over the {policy.max_body_bytes}-byte limit") from None
 
     @app.post("/validate")
     async def validate(request: Request) -> Response:

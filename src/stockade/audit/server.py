@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from stockade.audit.detect import Detector
 from stockade.audit.events import Stats, documents_to_events
+from stockade.web import BodyTooLarge, read_body
 
 log = logging.getLogger("stockade.audit")
 JSON = "application/json"
@@ -50,15 +51,11 @@ def create_app(detector: Detector, tokens: list[str], out: IO[bytes], max_body: 
         if not authorized(request):
             rejected.labels("unauthorized").inc()
             return Response(orjson.dumps({"error": "unauthorized"}), status_code=401, media_type=JSON)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
-                rejected.labels("too_large").inc()
-                return Response(orjson.dumps({"error": f"body over {max_body} bytes"}), status_code=413,
-                                media_type=JSON)  # fmt: skip
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        try:
+            body = await read_body(request, max_body)
+        except BodyTooLarge as exc:
+            rejected.labels("too_large").inc()
+            return Response(orjson.dumps({"error": str(exc)}), status_code=413, media_type=JSON)
         try:
             docs = [orjson.loads(body)]
         except orjson.JSONDecodeError:

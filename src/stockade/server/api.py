@@ -22,6 +22,7 @@ from stockade.server import views
 from stockade.server.dashboard import mount, set_session_cookie
 from stockade.server.db import DatabaseError
 from stockade.server.store import SESSION_COOKIE, BadRequest, Conflict, NotFound, Principal, Store
+from stockade.web import BodyTooLarge, read_body
 
 log = logging.getLogger("stockade.server")
 
@@ -115,18 +116,12 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     triager = Depends(need(TRIAGE))
 
     async def body_json(request: Request) -> Any:
-        size = int(request.headers.get("content-length") or 0)
-        if size > settings.max_body:
-            raise HTTPException(413, f"the body is over {settings.max_body} bytes")
-        chunks = []
-        got = 0
-        async for chunk in request.stream():
-            got += len(chunk)
-            if got > settings.max_body:
-                raise HTTPException(413, f"the body is over {settings.max_body} bytes")
-            chunks.append(chunk)
         try:
-            return orjson.loads(b"".join(chunks))
+            body = await read_body(request, settings.max_body)
+        except BodyTooLarge:
+            raise HTTPException(413, f"the body is over {settings.max_body} bytes") from None
+        try:
+            return orjson.loads(body)
         except orjson.JSONDecodeError as e:
             raise HTTPException(400, f"the body is not JSON: {e}") from None
 
