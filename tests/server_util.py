@@ -1,5 +1,5 @@
-"""Helpers of the server tests: fresh databases (SQLite file or a new PostgreSQL database on loopback) and a real
-uvicorn server in a thread."""
+"""Helpers of the tests that run servers: a free port, fresh databases (a SQLite file or a new PostgreSQL
+database on loopback) and a real uvicorn server in a thread."""
 
 from __future__ import annotations
 

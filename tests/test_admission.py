@@ -6,7 +6,6 @@ generated manifests; and the ValidatingAdmissionPolicy export, evaluated by an i
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import httpx
 import pytest
 import yaml
 from conftest import SHARED
+from server_util import free_port
 from test_posture import EXPECTED, HOST_RULES
 
 from stockade.admission.policy import AdmissionPolicy, PolicyError
@@ -59,12 +59,6 @@ def review(obj: dict[str, Any], namespace: str, dry_run: bool = False, op: str =
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def webhook(tmp_path: Path, policy: dict[str, Any]) -> Iterator[tuple[httpx.Client, str]]:
     """`stockade admission serve` in a subprocess, over TLS with a CA from `stockade admission certs`."""
@@ -72,7 +66,7 @@ def webhook(tmp_path: Path, policy: dict[str, Any]) -> Iterator[tuple[httpx.Clie
     subprocess.run([*CLI, "admission", "certs", str(certs), "--san", "127.0.0.1"], check=True, capture_output=True)
     pol = certs / "policy.yaml"
     pol.write_text(yaml.safe_dump(policy, sort_keys=False))  # rules: the first match wins
-    port = _free_port()
+    port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port), "--policy", str(pol)]
     proc = subprocess.Popen(
         [*CLI, "admission", "serve", *args, "--cert", str(certs / "tls.crt"), "--key", str(certs / "tls.key")],

@@ -21,17 +21,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from server_util import free_port
 
 from stockade.image.registry import RegistryError, docker_credentials, parse_reference
 from stockade.inventory import catalog_image
 
 USER, PASSWORD = "scanner", "s3cret-pass"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _need(*tools: str) -> None:
@@ -122,7 +117,7 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory, alpine_archive: Pat
     d = tmp_path_factory.mktemp("registry-basic")
     _cert(d)
     subprocess.run(["htpasswd", "-Bbc", str(d / "htpasswd"), USER, PASSWORD], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     proc = _start_registry(d, port, f"  htpasswd:\n    realm: stockade-test\n    path: {d / 'htpasswd'}")
     host = f"127.0.0.1:{port}"
     try:
@@ -196,7 +191,7 @@ def test_anonymous_plain_http_registry(
     """No auth, no TLS: the registry is named in STOCKADE_INSECURE_REGISTRIES."""
     _need("docker-registry", "skopeo")
     d = tmp_path_factory.mktemp("registry-anon")
-    port = _free_port()
+    port = free_port()
     (d / "config.yml").write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
@@ -314,7 +309,7 @@ def token_registry(
     server.issued = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     realm = f"http://127.0.0.1:{server.server_address[1]}/token"
-    port = _free_port()
+    port = free_port()
     proc = _start_registry(
         d,
         port,
