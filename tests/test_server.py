@@ -240,11 +240,12 @@ def test_backpressure_429_and_body_limit(tmp_path: Path) -> None:
     """With the in-flight limit reached, ingestion answers 429 with Retry-After; bodies over the limit get 413."""
     store = make_store(f"sqlite:///{tmp_path / 's.db'}")
     _cid, token = store.create_cluster("busy", "t")
-    gate = threading.Event()
+    gate, holding = threading.Event(), threading.Event()
     real = store.ingest
 
     def slow(*a: Any) -> Any:
         if a[2]["batch"] == "one":  # this request holds its slot until the test opens the gate
+            holding.set()
             gate.wait(10)
         return real(*a)
 
@@ -257,14 +258,9 @@ def test_backpressure_429_and_body_limit(tmp_path: Path) -> None:
         first = threading.Thread(target=lambda: httpx.post(f"{base}/api/v1/clusters/busy/ingest/heartbeat", json=body,
                                                            headers=hdr, timeout=30))  # fmt: skip
         first.start()
-        import time
-
-        for _ in range(100):
-            r = httpx.post(f"{base}/api/v1/clusters/busy/ingest/heartbeat", json={"batch": "two", "items": []},
-                           headers=hdr)  # fmt: skip
-            if r.status_code == 429:
-                break
-            time.sleep(0.05)
+        assert holding.wait(10), "the first request never reached ingestion"
+        r = httpx.post(f"{base}/api/v1/clusters/busy/ingest/heartbeat", json={"batch": "two", "items": []},
+                       headers=hdr)  # fmt: skip
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
         gate.set()
         first.join()

@@ -217,6 +217,10 @@ alerts = Table(
     Index("ix_alerts_first_seen", "first_seen"),
 )
 
+# PostgreSQL ingests alert batches by COPY into this per-connection temporary table, then one INSERT ... SELECT
+ALERT_STAGING = "stockade_alerts_in"
+ALERT_COPY_COLUMNS = [c for c in alerts.c if c.name != "id"]
+
 suppressions = Table(
     "suppressions",
     metadata,
@@ -337,9 +341,7 @@ def make_engine(url: str) -> Engine:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise DatabaseError(f"{path}: cannot create the database directory: {e.strerror}") from e
-        engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8, **JSON_CODEC
-        )
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8, **JSON_CODEC)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_con: Any, _record: Any) -> None:
@@ -352,9 +354,20 @@ def make_engine(url: str) -> Engine:
 
         return engine
     try:
-        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **JSON_CODEC)
+        engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **JSON_CODEC)
     except Exception as e:  # an unknown dialect or driver
         raise DatabaseError(f"{url.split('@')[-1]}: cannot use this database URL: {e}") from e
+    if engine.dialect.name == "postgresql":
+        staging = ", ".join(f'"{c.name}" {c.type.compile(engine.dialect)}' for c in ALERT_COPY_COLUMNS)
+
+        @event.listens_for(engine, "connect")
+        def _staging(dbapi_con: Any, _record: Any) -> None:
+            # every pooled connection gets its own staging table for COPY (see Store._apply_alerts_copy)
+            with dbapi_con.cursor() as cur:
+                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {ALERT_STAGING} ({staging}) ON COMMIT DELETE ROWS")
+            dbapi_con.commit()
+
+    return engine
 
 
 def upgrade(engine: Engine) -> None:

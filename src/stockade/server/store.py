@@ -14,7 +14,8 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+import orjson
+from sqlalchemy import JSON, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -33,6 +34,7 @@ SESSION_TTL = 12 * 3600.0
 SESSION_COOKIE = "stockade_session"
 
 
+_JSON_COLS = frozenset(c.name for c in t.ALERT_COPY_COLUMNS if isinstance(c.type, JSON))
 SETTINGS_TABLES = {"suppressions": t.suppressions, "exceptions": t.exceptions, "exports": t.exports}
 
 
@@ -543,6 +545,8 @@ class Store:
     def _apply_alerts(self, con: Connection, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
+        if self.dialect == "postgresql":
+            return self._apply_alerts_copy(con, rows)
         ins = self._insert(t.alerts)
         stmt = ins.on_conflict_do_update(
             index_elements=[t.alerts.c.cluster_id, t.alerts.c.open_key],
@@ -554,6 +558,28 @@ class Store:
             },
         )
         con.execute(stmt, rows)
+        return len(rows)
+
+    def _apply_alerts_copy(self, con: Connection, rows: list[dict[str, Any]]) -> int:
+        """PostgreSQL: COPY the batch into the connection's staging table, then one INSERT ... SELECT ... ON
+        CONFLICT. (psycopg's executemany sends one upsert per row, which made PostgreSQL slower than SQLite.)"""
+        cols = t.ALERT_COPY_COLUMNS
+        names = ", ".join(f'"{c.name}"' for c in cols)
+        raw = con.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY {t.ALERT_STAGING} ({names}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(
+                        [orjson.dumps(r[c.name]).decode() if c.name in _JSON_COLS else r[c.name] for c in cols]
+                    )
+            # moving the rows (DELETE ... RETURNING) leaves the staging table empty for a next batch
+            cur.execute(
+                f"WITH staged AS (DELETE FROM {t.ALERT_STAGING} RETURNING *) "
+                f"INSERT INTO alerts ({names}) SELECT {names} FROM staged "
+                "ON CONFLICT (cluster_id, open_key) DO UPDATE SET count = alerts.count + EXCLUDED.count, "
+                "last_seen = GREATEST(alerts.last_seen, EXCLUDED.last_seen)"
+            )
         return len(rows)
 
     # snapshots and scans
@@ -909,9 +935,7 @@ class Store:
         reason = spec.get("reason")
         if not isinstance(reason, str) or not reason:
             raise BadRequest("an exception needs a 'reason'")
-        values = {
-            k: str(spec.get(k) or "*")[:253] for k in ("rule", "cluster", "namespace", "name")
-        } | {
+        values = {k: str(spec.get(k) or "*")[:253] for k in ("rule", "cluster", "namespace", "name")} | {
             "reason": reason,
             "created_by": actor,
             "created_at": time.time(),
