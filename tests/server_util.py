@@ -60,7 +60,7 @@ def serving(store: Any, **settings: Any) -> Iterator[str]:
 
     from stockade.server.api import ServerSettings, create_app
 
-    settings.setdefault("workers", False)
+    settings.setdefault("background", False)
     app = create_app(store, ServerSettings(**settings))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))

@@ -58,6 +58,13 @@ def test_installs_every_part() -> None:
     server = next(d for d in pg if d["kind"] == "Deployment" and d["metadata"]["name"] == "stockade-server")
     env = {e["name"]: e for e in server["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["STOCKADE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "stockade-database", "key": "url"}
+    # replicas and worker processes: several pods only on PostgreSQL, one on SQLite's volume
+    for args, want in ((("--set", "server.databaseUrl=postgresql://s:p@db/stockade"), 3), ((), 1)):
+        docs = rendered(*args, "--set", "server.replicas=3", "--set", "server.workers=2")
+        server = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "stockade-server")
+        assert server["spec"]["replicas"] == want
+        cargs = server["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert cargs[cargs.index("--workers") + 1] == "2"
 
 
 def test_cluster_name_is_required() -> None:

@@ -234,6 +234,13 @@ def test_bad_input_is_rejected_whole(env: Env) -> None:
         assert r.status_code == 400 and "teleport" in r.json()["error"]
     assert cluster_alerts(env, name) == []  # the batch with one bad alert stored nothing
     assert ingest(env, name, token, "alerts", good, batch="y").json()["duplicate"] is False  # and its id is free
+    # NUL characters (PostgreSQL refuses them in text) and over-long names are stored cleaned and cut, not a 500
+    odd = {"rule": "R\x00X", "severity": "HIGH", "message": "a\x00b", "name": "n" * 5000, "tactics": ["t\x00"],
+           "evidence": [{"k": "v\x00"}]}  # fmt: skip
+    r = ingest(env, name, token, "alerts", [odd])
+    assert r.status_code == 200, r.text
+    got = [a for a in cluster_alerts(env, name) if a["rule"] == "RX"]
+    assert len(got) == 1 and got[0]["message"] == "ab" and got[0]["tactics"] == ["t"] and len(got[0]["name"]) <= 300
 
 
 def test_backpressure_429_and_body_limit(tmp_path: Path) -> None:
@@ -490,3 +497,86 @@ def test_publish_resumes_without_duplicates(env: Env, tmp_path: Path) -> None:
     assert state.read_text() == str(log.stat().st_size)
     clusters = {c["name"]: c for c in env.http("reader").get("/api/v1/clusters").json()}
     assert clusters[name]["protection"]["audit"] is True
+
+
+# -- several worker processes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_leader_lock_is_held_by_one_process(kind: str, tmp_path: Path) -> None:
+    """Of the processes serving one database, one holds the background-loop lock; when it goes, another gets it."""
+    from stockade.server.leader import Leadership
+
+    with database(kind, tmp_path) as url:
+        a, b = make_store(url), make_store(url)
+        la, lb = Leadership(a.engine), Leadership(b.engine)
+        assert la.acquire() and la.still_held()
+        assert not lb.acquire()
+        la.release()  # what a dying process does by losing its connection or file descriptor
+        assert lb.acquire() and not la.acquire()
+        lb.release()
+        a.engine.dispose()
+        b.engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_server_workers_share_the_database_and_export_once(kind: str, tmp_path: Path) -> None:
+    """`stockade server --workers 2`: both workers ingest; the export runs in one of them, so the file export holds
+    every stored alert exactly once."""
+    import os
+    import time
+
+    from server_util import free_port
+
+    with database(kind, tmp_path) as url:
+        store = make_store(url)
+        _cid, token = store.create_cluster("multi", "tests")
+        outfile = tmp_path / "alerts.jsonl"
+        store.add_export({"kind": "file", "target": str(outfile)}, "tests")
+        port = free_port()
+        env = {**os.environ, "STOCKADE_DATABASE_URL": url, "STOCKADE_ADMIN_PASSWORD": PASSWORD}
+        proc = subprocess.Popen([*CLI, "server", "--port", str(port), "--workers", "2"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            assert len(children) >= 2, "uvicorn did not start 2 worker processes"
+            tmpl = audit_alerts(DEMO / "audit.jsonl")
+
+            def send(n: int) -> None:
+                with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=30) as c:
+                    for j in range(5):
+                        items = [dict(a, dedup_key=f"{n}-{j}-{i}") for i, a in enumerate(tmpl)]
+                        r = c.post("/api/v1/clusters/multi/ingest/alerts", json={"batch": f"{n}-{j}", "items": items})
+                        assert r.status_code == 200, r.text
+
+            threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            want = 4 * 5 * len(tmpl)
+            ids: list[int] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                ids = [json.loads(line)["id"] for line in outfile.read_text().splitlines()] if outfile.exists() else []
+                if len(ids) >= want:
+                    break
+                time.sleep(0.5)
+            time.sleep(3)  # a second exporter would have written its copies by now
+            ids = [json.loads(line)["id"] for line in outfile.read_text().splitlines()]
+            assert len(ids) == want and len(set(ids)) == want
+            assert proc.poll() is None
+        finally:
+            proc.terminate()
+            _out, errtext = proc.communicate(timeout=20)
+            store.engine.dispose()
+        log = errtext.decode()
+        assert "Traceback" not in log
+        assert log.count("runs the export and rescan loops") == 1, log

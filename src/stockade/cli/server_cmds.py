@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from stockade.cli.common import EXIT_INPUT, err, input_errors
@@ -56,7 +57,15 @@ def server(
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="... and this key (PEM)")] = None,
     demo: Annotated[bool, typer.Option(help="Fill the server: run the engines on the shipped demo inputs")] = False,
-    max_inflight: Annotated[int, typer.Option(help="Concurrent ingestion requests before answering 429")] = 8,
+    max_inflight: Annotated[
+        int, typer.Option(help="Concurrent ingestion requests (per worker) before answering 429")
+    ] = 8,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Worker processes; more than one scales ingestion on PostgreSQL (SQLite has one writer)"
+        ),
+    ] = 1,
 ) -> None:
     """Run the server (API at /api/v1, OpenAPI at /docs, dashboard at /)."""
     if ctx.invoked_subcommand is not None:
@@ -64,11 +73,9 @@ def server(
         return
     import uvicorn
 
-    from stockade.server.api import ServerSettings, create_app
+    from stockade.server.api import ServerSettings, create_app, setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     if (tls_cert is None) != (tls_key is None):
         err("[red]error:[/] --tls-cert and --tls-key go together")
         raise typer.Exit(EXIT_INPUT)
@@ -82,7 +89,17 @@ def server(
         if vulndb is not None and not vulndb.is_file():
             raise StockadeError(f"{vulndb}: no vulnerability database; run 'stockade db build' first")
     settings = ServerSettings(vulndb=vulndb, max_ingest_inflight=max_inflight, secure_cookies=tls_cert is not None)
-    app = create_app(store, settings)
+    app: Any = create_app(store, settings)
+    if workers > 1:  # uvicorn starts the workers from an import string; they read their settings from the environment
+        os.environ["STOCKADE_SERVER_CONFIG"] = orjson.dumps(
+            {
+                "database_url": store.engine.url.render_as_string(hide_password=False),
+                "vulndb": str(vulndb) if vulndb else None,
+                "max_inflight": max_inflight,
+                "secure_cookies": tls_cert is not None,
+            }
+        ).decode()
+        app = "stockade.server.api:app_from_env"
     scheme = "https" if tls_cert else "http"
     url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if demo:
@@ -96,6 +113,8 @@ def server(
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_level="warning",
         access_log=False,
+        workers=workers if workers > 1 else None,
+        factory=workers > 1,
     )
 
 

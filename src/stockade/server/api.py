@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class ServerSettings:
     export_interval: float = 2.0
     max_ingest_inflight: int = 8  # more concurrent ingestion requests are answered 429
     max_body: int = 64 * 1024 * 1024
-    workers: bool = True  # run the export and rescan loops in this process
+    background: bool = True  # run the export and rescan loops (in one process of all that serve the database)
     secure_cookies: bool = False  # set when served over HTTPS
 
 
@@ -54,22 +55,62 @@ def _token_of(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
+async def background(store: Store, settings: ServerSettings, retry: float = 5.0) -> None:
+    """Run the export and rescan loops while this process holds the leader lock; try for it every ``retry`` s."""
+    from stockade.server.export import export_loop
+    from stockade.server.leader import Leadership
+    from stockade.server.rescan import rescan_loop
+
+    lead = Leadership(store.engine)
+    try:
+        while True:
+            if await asyncio.to_thread(lead.acquire):
+                log.info("this process (pid %d) runs the export and rescan loops", os.getpid())
+                tasks = [asyncio.create_task(export_loop(store, settings.export_interval))]
+                if settings.vulndb is not None:
+                    tasks.append(asyncio.create_task(rescan_loop(store, settings.vulndb, settings.rescan_interval)))
+                try:
+                    while await asyncio.to_thread(lead.still_held):
+                        await asyncio.sleep(retry)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+            await asyncio.sleep(retry)
+    finally:
+        lead.release()
+
+
+def setup_logging() -> None:
+    """INFO logs of the server (and each worker process), without the chatter of alembic and httpx."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (`stockade server --workers N`): its settings come from
+    $STOCKADE_SERVER_CONFIG, written by the parent, which already created or upgraded the schema."""
+    from stockade.server.db import make_engine
+
+    setup_logging()
+    cfg = orjson.loads(os.environ["STOCKADE_SERVER_CONFIG"])
+    settings = ServerSettings(
+        vulndb=Path(cfg["vulndb"]) if cfg.get("vulndb") else None,
+        max_ingest_inflight=int(cfg["max_inflight"]),
+        secure_cookies=bool(cfg["secure_cookies"]),
+    )
+    return create_app(Store(make_engine(cfg["database_url"])), settings)
+
+
 def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     inflight = asyncio.Semaphore(settings.max_ingest_inflight)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = []
-        if settings.workers:
-            from stockade.server.export import export_loop
-            from stockade.server.rescan import rescan_loop
-
-            tasks.append(asyncio.create_task(export_loop(store, settings.export_interval)))
-            if settings.vulndb is not None:
-                tasks.append(asyncio.create_task(rescan_loop(store, settings.vulndb, settings.rescan_interval)))
+        task = asyncio.create_task(background(store, settings)) if settings.background else None
         yield
-        for task in tasks:
+        if task is not None:
             task.cancel()
 
     app = FastAPI(
@@ -152,8 +193,10 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     async def login(request: Request) -> Response:
         """Exchange a user name and password for a session token (also set as a cookie)."""
         body = await body_json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not isinstance(
-            body.get("password"), str
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("name"), str)
+            or not isinstance(body.get("password"), str)
         ):
             raise HTTPException(400, "send {'name': ..., 'password': ...}")
         token = await run_in_threadpool(store.login, body["name"], body["password"])

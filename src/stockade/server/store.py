@@ -34,13 +34,34 @@ SESSION_TTL = 12 * 3600.0
 SESSION_COOKIE = "stockade_session"
 
 
-_JSON_COLS = frozenset(c.name for c in t.ALERT_COPY_COLUMNS if isinstance(c.type, JSON))
 SETTINGS_TABLES = {"suppressions": t.suppressions, "exceptions": t.exceptions, "exports": t.exports}
 
 
 def severity_list(text: str) -> list[str]:
     """A comma-separated severity filter (?severity=critical,HIGH) as upper-case names."""
     return [s.strip().upper() for s in text.split(",")]
+
+
+def _copy(con: Connection, table: str, columns: list[Any], rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL COPY of ``rows`` (dicts by column name) into ``table``; JSON columns go as JSON text."""
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    json_cols = {c.name for c in columns if isinstance(c.type, JSON)}
+    raw = con.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row([orjson.dumps(r[c.name]).decode() if c.name in json_cols else r[c.name] for c in columns])
+
+
+def bulk_insert(con: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows with the same keys: COPY on PostgreSQL (psycopg's executemany sends a statement per row),
+    executemany on SQLite."""
+    if not rows:
+        return
+    if con.dialect.name == "postgresql":
+        _copy(con, table.name, [table.c[k] for k in rows[0]], rows)
+    else:
+        con.execute(insert(table), rows)
 
 
 class BadRequest(StockadeError):
@@ -99,12 +120,13 @@ def parse_time(value: Any, default: float) -> float:
 
 
 def _text(item: dict[str, Any], key: str, limit: int = 300) -> str:
+    """A text field, cut to ``limit``, without NUL characters (PostgreSQL refuses them in text)."""
     v = item.get(key, "")
-    return (v if isinstance(v, str) else str(v))[:limit]
+    return (v if isinstance(v, str) else str(v)).replace("\x00", "")[:limit]
 
 
 def _strings(v: Any) -> list[str]:
-    return [str(x) for x in v][:50] if isinstance(v, list) else []
+    return [str(x).replace("\x00", "") for x in v][:50] if isinstance(v, list) else []
 
 
 @dataclass(slots=True)
@@ -454,8 +476,7 @@ class Store:
                 }
                 for v in prepared
             ]
-            if rows:
-                con.execute(insert(t.violations), rows)
+            bulk_insert(con, t.violations, rows)
             return len(rows)
         return 0  # heartbeat
 
@@ -497,12 +518,13 @@ class Store:
             if not isinstance(count, int) or count < 1:
                 raise BadRequest(f"items[{i}]: 'count' is a positive integer")
             first = parse_time(a.get("time"), now)
-            key = _text(a, "dedup_key", 300) or f"{rule}|{a.get('namespace', '')}|{a.get('name', '')}"
+            default_key = f"{_text(a, 'rule', 50)}|{_text(a, 'namespace')}|{_text(a, 'name')}"
+            key = _text(a, "dedup_key", 300) or default_key[:300]
             row = {
                 "cluster_id": cluster_id,
                 "source": _text(a, "source", 20) or "unknown",
-                "rule": rule[:50],
-                "title": _text(a, "title", 500) or rule,
+                "rule": _text(a, "rule", 50),
+                "title": _text(a, "title", 500) or _text(a, "rule", 50),
                 "severity": sev,
                 "tactics": _strings(a.get("tactics")),
                 "techniques": _strings(a.get("techniques")),
@@ -563,23 +585,15 @@ class Store:
     def _apply_alerts_copy(self, con: Connection, rows: list[dict[str, Any]]) -> int:
         """PostgreSQL: COPY the batch into the connection's staging table, then one INSERT ... SELECT ... ON
         CONFLICT. (psycopg's executemany sends one upsert per row, which made PostgreSQL slower than SQLite.)"""
-        cols = t.ALERT_COPY_COLUMNS
-        names = ", ".join(f'"{c.name}"' for c in cols)
-        raw = con.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cur:
-            with cur.copy(f"COPY {t.ALERT_STAGING} ({names}) FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row(
-                        [orjson.dumps(r[c.name]).decode() if c.name in _JSON_COLS else r[c.name] for c in cols]
-                    )
-            # moving the rows (DELETE ... RETURNING) leaves the staging table empty for a next batch
-            cur.execute(
-                f"WITH staged AS (DELETE FROM {t.ALERT_STAGING} RETURNING *) "
-                f"INSERT INTO alerts ({names}) SELECT {names} FROM staged "
-                "ON CONFLICT (cluster_id, open_key) DO UPDATE SET count = alerts.count + EXCLUDED.count, "
-                "last_seen = GREATEST(alerts.last_seen, EXCLUDED.last_seen)"
-            )
+        _copy(con, t.ALERT_STAGING, t.ALERT_COPY_COLUMNS, rows)
+        names = ", ".join(f'"{c.name}"' for c in t.ALERT_COPY_COLUMNS)
+        # moving the rows (DELETE ... RETURNING) leaves the staging table empty for a next batch
+        con.exec_driver_sql(
+            f"WITH staged AS (DELETE FROM {t.ALERT_STAGING} RETURNING *) "
+            f"INSERT INTO alerts ({names}) SELECT {names} FROM staged "
+            "ON CONFLICT (cluster_id, open_key) DO UPDATE SET count = alerts.count + EXCLUDED.count, "
+            "last_seen = GREATEST(alerts.last_seen, EXCLUDED.last_seen)"
+        )
         return len(rows)
 
     # snapshots and scans
@@ -621,8 +635,7 @@ class Store:
                     "seen_at": now,
                 }
             )
-        if rows:
-            con.execute(insert(t.containers), rows)
+        bulk_insert(con, t.containers, rows)
         rec_rows: list[dict[str, Any]] = []
         for i, r in enumerate(recs):
             if not isinstance(r, dict) or not r.get("rule"):
@@ -642,8 +655,7 @@ class Store:
                     "seen_at": now,
                 }
             )
-        if rec_rows:
-            con.execute(insert(t.recommendations), rec_rows)
+        bulk_insert(con, t.recommendations, rec_rows)
         con.execute(delete(t.compliance).where(t.compliance.c.cluster_id == cluster_id))
         comp_rows = [
             {
@@ -724,8 +736,7 @@ class Store:
                 }
             )
         con.execute(delete(t.findings).where(t.findings.c.image_id == image_id))
-        if rows:
-            con.execute(insert(t.findings), rows)
+        bulk_insert(con, t.findings, rows)
         con.execute(update(t.images).where(t.images.c.id == image_id).values(counts=counts, fixable=fixable))
         return len(rows)
 
