@@ -22,6 +22,7 @@ PAGES = {  # path -> the heading the page must show
     "/vulnerabilities": "Vulnerabilities in running images",
     "/recommendations": "Recommendations",
     "/compliance": "Compliance",
+    "/admission": "Admission violations",
     "/alerts": "Alerts",
     "/settings": "Settings",
 }
@@ -112,6 +113,25 @@ def test_every_page(site: Any, browser: Any) -> None:
     images = browser.find_element(By.ID, "images").text
     assert "demo.local/shop/checkout:2.3" in images and "not scanned" in images
     assert sent["scans"] == 2
+    # the admission page lists what admission review of the demo manifests found (sent through the API)
+    browser.get(f"{base}/admission")
+    assert int(browser.find_element(By.ID, "violation-total").text) == sent["violations"] > 0
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#violations tr.violation")) == sent["violations"]
+    browser.get(f"{base}/admission?action=deny")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#violations tr.violation")) == 0  # the demo reviews in audit
+
+
+def test_ingested_text_is_escaped_in_charts(site: Any, browser: Any) -> None:
+    """A collector's text (here a violation's rule name) is shown as text in the charts, never run as markup."""
+    from selenium.webdriver.common.by import By
+
+    base, store, _sent = site
+    cid, _token = store.create_cluster("xss", "tests")
+    store.ingest(cid, "violations", {"batch": "x", "items": [{"rule": '<img id="xss" src=x>', "mode": "deny"}]})
+    sign_in(browser, base, "alice")
+    browser.get(f"{base}/admission?cluster=xss")
+    assert browser.find_elements(By.ID, "xss") == []
+    assert '<img id="xss" src=x>' in browser.find_element(By.ID, "by-rule").text
 
 
 def test_triage_an_alert(site: Any, browser: Any) -> None:

@@ -273,6 +273,24 @@ def test_backpressure_429_and_body_limit(tmp_path: Path) -> None:
         first.join()
 
 
+def test_admission_violations_name_their_object(env: Env) -> None:
+    """The admission webhook's violation log, sent through the API, keeps each object's kind, namespace and name
+    (the oracle: the manifests the reviewer was given)."""
+    from stockade.posture.resources import load
+    from stockade.server.demo import admission_violations
+
+    resources, _warn = load([DEMO / "manifests.yaml"])
+    violations = admission_violations(resources)
+    name, token = env.cluster()
+    assert ingest(env, name, token, "violations", violations, component="admission").status_code == 200
+    with env.http("reader") as c:
+        got = c.get("/api/v1/violations", params={"cluster": name, "limit": 5000}).json()
+    assert len(got) == len(violations) > 0
+    objects = {(r.kind, r.namespace, r.name) for r in resources}
+    assert {(v["kind"], v["namespace"], v["name"]) for v in got} <= objects
+    assert all(v["action"] == "audit" and v["user"] == "ci-deployer" for v in got)
+
+
 # -- snapshots, images, rescans --------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 
 from stockade.model import StockadeError
@@ -58,13 +58,13 @@ def donut(parts: dict[str, int], label: str) -> Markup:
         segs.append(
             f'<circle r="{r}" cx="70" cy="70" fill="none" stroke="{SEV_COLOR.get(sev, "#999")}" stroke-width="22" '
             f'stroke-dasharray="{length:.2f} {c - length:.2f}" stroke-dashoffset="{-offset:.2f}" '
-            f'transform="rotate(-90 70 70)"><title>{sev}: {n}</title></circle>'
+            f'transform="rotate(-90 70 70)"><title>{escape(sev)}: {n}</title></circle>'
         )
         offset += length
     if not segs:
         segs.append(f'<circle r="{r}" cx="70" cy="70" fill="none" stroke="#e3e6ea" stroke-width="22"/>')
     legend = "".join(
-        f'<li><span class="sw" style="background:{SEV_COLOR.get(s, "#999")}"></span>{s.title()} <b>{n}</b></li>'
+        f'<li><span class="sw" style="background:{SEV_COLOR.get(s, "#999")}"></span>{escape(s.title())} <b>{n}</b></li>'
         for s, n in parts.items()
     )
     return Markup(
@@ -85,10 +85,12 @@ def bars(values: list[int], labels: list[str], title: str) -> Markup:
         x = pad + i * bw
         cols.append(
             f'<rect x="{x + 2:.1f}" y="{h - 18 - bh:.1f}" width="{bw - 4:.1f}" height="{bh:.1f}" fill="#3b6fb6">'
-            f"<title>{labels[i]}: {v}</title></rect>"
+            f"<title>{escape(labels[i])}: {v}</title></rect>"
         )
         if i % 2 == 0:
-            cols.append(f'<text x="{x + bw / 2:.1f}" y="{h - 4}" text-anchor="middle" class="tick">{labels[i]}</text>')
+            cols.append(
+                f'<text x="{x + bw / 2:.1f}" y="{h - 4}" text-anchor="middle" class="tick">{escape(labels[i])}</text>'
+            )
     return Markup(
         f'<svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="{title}">'
         f'<text x="0" y="12" class="tick">{top}</text><line x1="{pad}" y1="{h - 18}" x2="{w}" y2="{h - 18}" '
@@ -102,11 +104,11 @@ def hbars(items: dict[str, int], title: str) -> Markup:
         return Markup('<p class="muted">none</p>')
     top = max(items.values())
     rows = "".join(
-        f'<div class="hbar"><span class="lbl">{k}</span><span class="bar" style="width:{max(2, 100 * v / top):.0f}%">'
-        f"</span><b>{v}</b></div>"
+        f'<div class="hbar"><span class="lbl">{escape(k)}</span>'
+        f'<span class="bar" style="width:{max(2, 100 * v / top):.0f}%"></span><b>{v}</b></div>'
         for k, v in list(items.items())[:10]
     )
-    return Markup(f'<div class="hbars" aria-label="{title}">{rows}</div>')
+    return Markup(f'<div class="hbars" aria-label="{escape(title)}">{rows}</div>')
 
 
 def gauge(score: float | None) -> Markup:
@@ -248,6 +250,13 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
     @app.get("/compliance", response_class=HTMLResponse, include_in_schema=False)
     async def compliance(request: Request) -> Response:
         return await guarded(request, "compliance.html", views.compliance, store, request.query_params.get("cluster"))
+
+    @app.get("/admission", response_class=HTMLResponse, include_in_schema=False)
+    async def admission(request: Request) -> Response:
+        qp = request.query_params
+        return await guarded(
+            request, "admission.html", views.admission, store, qp.get("cluster"), qp.get("action"), qp.get("q")
+        )
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     async def alerts(request: Request) -> Response:

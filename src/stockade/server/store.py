@@ -468,9 +468,10 @@ class Store:
                     "severity": _text(v, "severity", 10).upper(),
                     "action": _text(v, "mode", 10) or "audit",
                     "operation": _text(v, "operation", 20),
-                    "kind": _text(v, "object", 253).split(" ", 1)[0],
+                    # the admission log's object is Kind/namespace/name or Kind/name
+                    "kind": _text(v, "object", 1000).split("/", 1)[0][:100],
                     "namespace": _text(v, "namespace", 253),
-                    "name": _text(v, "object", 253).split(" ", 1)[-1].rsplit("/", 1)[-1],
+                    "name": _text(v, "object", 1000).rsplit("/", 1)[-1][:253],
                     "user": _text(v, "user"),
                     "message": _text(v, "title", 2000) + (f" ({v['detail']})" if v.get("detail") else ""),
                 }
