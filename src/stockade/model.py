@@ -168,7 +168,7 @@ class Alert:
     remediation: str = ""
     count: int = 1
     dedup_key: str = ""
-    evidence: list[dict[str, Any]] = field(default_factory=list)  # the first events (at most a few)
+    evidence: list[Any] = field(default_factory=list)  # the first events (at most a few): dicts or orjson.Fragment
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}

@@ -32,15 +32,14 @@ class AuditRule:
     techniques: list[str]
     verbs: list[str] | None  # None: any
     resources: list[str] | None
-    condition: Pred
-    exceptions: list[Pred]
+    condition: Pred  # the rule's condition and not any of its exceptions, compiled together
     description: str = ""
     remediation: str = ""
     output: str = ""
     prefilter: tuple[bytes, ...] = ()  # the raw event holds one of these, or the rule cannot match
 
     def fires(self, ev: dict[str, Any]) -> bool:
-        return self.condition(ev) and not any(e(ev) for e in self.exceptions)
+        return self.condition(ev)
 
 
 def _expand(
@@ -120,8 +119,8 @@ def read_rule(
         "severity": str(r["severity"]),
         "tactics": [str(t) for t in mitre.get("tactics") or []],
         "techniques": [str(t) for t in mitre["techniques"]],
-        "condition": compile_condition(cond),
-        "exceptions": [compile_condition(e) for e in excs],
+        # one compiled function: the condition holds and no exception does
+        "condition": compile_condition({"all": [cond, {"not": {"any": excs}}]} if excs else cond),
         "description": str(r.get("description", "")),
         "remediation": str(r["remediation"]),
         "output": str(r.get("output", "")),
