@@ -311,8 +311,8 @@ def _test(op: str, v: Any, want: Any) -> bool:
         return not v
     if op in ("startswith", "endswith"):
         return isinstance(v, str) and getattr(v, op)(tuple(want) if isinstance(want, list) else want)
-    if op == "contains":
-        return isinstance(v, list | str) and want in v
+    if op == "contains":  # an item of a list, or a substring of a string
+        return (isinstance(v, list) and want in v) or (isinstance(v, str) and isinstance(want, str) and want in v)
     if op in ("gt", "lt"):
         return isinstance(v, int | float) and not isinstance(v, bool) and (v > want if op == "gt" else v < want)
     if op == "not_subset":
