@@ -13,14 +13,13 @@ Usage: python bench/audit.py [--events 1000000]
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from stockade.audit.detect import Detector
+from stockade.audit.detect import Detector, tune_gc
 from stockade.audit.events import Stats, parse_stream
 from stockade.audit.rules import load
 
@@ -48,12 +47,11 @@ def main() -> None:
         for i in range(args.events):
             fh.write(lines[i % len(lines)])
     detector, stats = Detector(load()), Stats()
-    gc.collect()
-    gc.freeze()
+    tune_gc()  # as `stockade audit scan` and `audit serve` do
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     with log.open("rb") as fh:
-        for _off, ev in parse_stream(fh, stats, detector.skip):
+        for _off, ev in parse_stream(fh, stats):
             detector.process(ev)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0

@@ -77,7 +77,7 @@ BENIGN = {
 
 def _run(path: Path) -> tuple[Detector, Stats]:
     d, st = Detector(load()), Stats()
-    for _off, ev in read_file(path, st, skip=d.skip):  # lines no rule can match are never parsed
+    for _off, ev in read_file(path, st):
         d.process(ev)
     return d, st
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
+
 OS_ECOSYSTEMS = frozenset({"deb", "apk", "rpm"})  # packages of the distribution, matched per OS release
 
 
@@ -168,7 +170,10 @@ class Alert:
     remediation: str = ""
     count: int = 1
     dedup_key: str = ""
-    evidence: list[Any] = field(default_factory=list)  # the first events (at most a few): dicts or orjson.Fragment
+    evidence: list[Any] = field(default_factory=list)  # the first events (at most a few): dicts, or JSON bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__slots__}
+        """Plain data (evidence kept as serialized JSON is parsed back)."""
+        d = {f: getattr(self, f) for f in self.__slots__}
+        d["evidence"] = [orjson.loads(e) if isinstance(e, bytes) else e for e in self.evidence]
+        return d

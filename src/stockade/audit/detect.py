@@ -3,6 +3,7 @@ dedup window becomes one alert with a count."""
 
 from __future__ import annotations
 
+import gc
 import re
 from collections import OrderedDict
 from datetime import datetime
@@ -26,14 +27,6 @@ def _first(ev: dict[str, Any], path: str) -> str:
     return ",".join(str(v) for v in vals[:5]) if len(vals) > 1 else str(vals[0])
 
 
-def _field(obj: bytes, key: bytes) -> bytes:
-    i = obj.find(key)
-    if i < 0:
-        return b""
-    i += len(key)
-    return obj[i : obj.find(b'"', i)]
-
-
 def render(template: str, ev: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(lambda m: _first(ev, m.group(1)), template)
 
@@ -46,10 +39,19 @@ def _epoch(ts: str) -> float:
         return 0.0
 
 
-def _evidence(ev: dict[str, Any]) -> orjson.Fragment:
-    """The event as JSON, serialized now: keeping the parsed events of every open alert alive made the garbage
-    collector walk them again and again (a tenth of the engine's time)."""
-    return orjson.Fragment(orjson.dumps({k: v for k, v in ev.items() if not k.startswith("_")}))
+def _evidence(ev: dict[str, Any]) -> bytes:
+    """The event as JSON bytes (Alert.to_dict parses them back): keeping the parsed events of every open alert
+    alive made the garbage collector walk them again and again (a tenth of the engine's time)."""
+    return orjson.dumps({k: v for k, v in ev.items() if not k.startswith("_")})
+
+
+def tune_gc() -> None:
+    """For a long stream of events: freeze what is loaded (the compiled rules) and run the collector's young
+    passes less often. Parsed events hold no cycles and go with their last reference; the default thresholds made
+    the collector walk them thousands of times a second (about a tenth of the engine's time)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
 
 
 class Bursts:
@@ -84,47 +86,11 @@ class Detector:
         self.bursts = Bursts(window_s, max_open)
         self.alerts: list[Alert] = []  # every alert, in the order raised
         self.events = 0
-        self._candidates: list[AuditRule] | None = None
-        self._raw: dict[tuple[bytes, bytes, bytes], list[AuditRule]] = {}  # (verb, resource, subresource)
-
-    def skip(self, line: bytes) -> bool:
-        """True when no rule can match this raw native event: its verb and resource select no rule, or
-        every selected rule's prefilter strings are absent. Anything unusual is parsed."""
-        self._candidates = None
-        i = line.find(b'"verb":"')
-        k = line.find(b'"objectRef":{')
-        # one verb and one objectRef each (a duplicated key could differ from what the parser keeps)
-        if i < 0 or k < 0 or line.rfind(b'"verb":"') != i or line.rfind(b'"objectRef":{') != k:
-            return False
-        end = line.find(b"}", k)
-        ref = line[k + 13 : end]
-        if b"{" in ref or b'"kind":"Event"' not in line:
-            return False
-        key = (line[i + 8 : line.find(b'"', i + 8)], _field(ref, b'"resource":"'), _field(ref, b'"subresource":"'))
-        rules = self._raw.get(key)
-        if rules is None:
-            verb, resource, sub = (x.decode() for x in key)
-            rules = self.index.lookup(verb, f"{resource}/{sub}" if sub else resource)
-            if len(self._raw) < 65536:  # bounded: verbs x resources seen
-                self._raw[key] = rules
-        survivors: list[AuditRule] = []
-        for r in rules:
-            if r.prefilter:
-                for p in r.prefilter:
-                    if p in line:
-                        survivors.append(r)
-                        break
-            else:
-                survivors.append(r)
-        self._candidates = survivors or None  # the rules process() tests for the event parsed from this line
-        return not survivors
 
     def process(self, ev: dict[str, Any]) -> list[Alert]:
         """New alerts for this event (a repeat within the window only raises the existing alert's count)."""
         self.events += 1
-        rules, self._candidates = self._candidates, None
-        if rules is None:
-            rules = self.index.lookup(ev["verb"], ev["_resource"])
+        rules = self.index.lookup(ev["verb"], ev["_resource"])
         if not rules:
             return []
         new: list[Alert] = []

@@ -9,7 +9,7 @@ strings, ``logEvents``), and GKE's Cloud Audit Logs (``protoPayload`` with metho
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -175,12 +175,9 @@ def _embedded(value: Any, stats: Stats) -> Iterator[dict[str, Any]]:
     yield from documents_to_events(inner, stats)
 
 
-def parse_stream(
-    fh: IO[bytes], stats: Stats, skip: Callable[[bytes], bool] | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
+def parse_stream(fh: IO[bytes], stats: Stats) -> Iterator[tuple[int, dict[str, Any]]]:
     """(byte offset after the document, event) for every event in a stream of JSON lines; a document
-    pretty-printed over several lines is gathered (up to 16 MiB); a broken line is counted and skipped.
-    ``skip(line)`` may declare a line uninteresting before it is parsed (it then counts as an event)."""
+    pretty-printed over several lines is gathered (up to 16 MiB); a broken line is counted and skipped."""
     offset = fh.tell() if fh.seekable() else 0
     pending = b""
     for line in fh:
@@ -198,9 +195,6 @@ def parse_stream(
             pending = b""
         else:
             if not line.strip():
-                continue
-            if skip is not None and skip(line):
-                stats.events += 1
                 continue
             try:
                 doc = orjson.loads(line)
@@ -240,9 +234,7 @@ class FileState:
         os.replace(tmp, state)
 
 
-def read_file(
-    path: Path, stats: Stats, state: FileState | None = None, skip: Callable[[bytes], bool] | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_file(path: Path, stats: Stats, state: FileState | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Events of one audit log file, from where ``state`` left off unless the file was rotated."""
     try:
         fh = path.open("rb")
@@ -255,4 +247,4 @@ def read_file(
                 fh.seek(state.offset)
             else:
                 state.inode, state.offset = st.st_ino, 0
-        yield from parse_stream(fh, stats, skip)
+        yield from parse_stream(fh, stats)

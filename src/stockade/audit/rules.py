@@ -36,7 +36,6 @@ class AuditRule:
     description: str = ""
     remediation: str = ""
     output: str = ""
-    prefilter: tuple[bytes, ...] = ()  # the raw event holds one of these, or the rule cannot match
 
     def fires(self, ev: dict[str, Any]) -> bool:
         return self.condition(ev)
@@ -148,8 +147,7 @@ def parse(doc: Any, where: str, lists: dict[str, list[Any]] | None = None,
         for name, v in (("verbs", verbs), ("resources", resources)):
             if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
                 raise AuditRuleError(f"{w}: {name} must be a list of strings")
-        prefilter = tuple(str(x).encode() for x in r.get("prefilter") or [])
-        rules.append(AuditRule(**common, verbs=verbs, resources=resources, prefilter=prefilter))
+        rules.append(AuditRule(**common, verbs=verbs, resources=resources))
     return rules
 
 

@@ -639,7 +639,7 @@ def audit_scan(
 ) -> None:
     """Raise alerts (MITRE ATT&CK for Containers) from Kubernetes audit events."""
     from stockade.audit import events as aev
-    from stockade.audit.detect import Detector
+    from stockade.audit.detect import Detector, tune_gc
     from stockade.audit.rules import load as load_audit_rules
 
     paths = files or [Path("-")]
@@ -648,6 +648,7 @@ def audit_scan(
         raise typer.Exit(EXIT_USAGE)
     with _input_errors():
         detector = Detector(load_audit_rules(rules), window_s=window)
+        tune_gc()
         deltas = _alert_sender(server, cluster, token, "audit")
     stats = aev.Stats()
     stream_out = fmt is AuditFormat.jsonl and output is None
@@ -665,7 +666,7 @@ def audit_scan(
     with _input_errors():
         for path in paths:
             if str(path) == "-":
-                for _off, ev in aev.parse_stream(sys.stdin.buffer, stats, detector.skip):
+                for _off, ev in aev.parse_stream(sys.stdin.buffer, stats):
                     emit(detector.process(ev))
                 continue
             fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
@@ -719,7 +720,7 @@ def audit_serve(
     """Receive audit events from the API server's webhook backend (EventList over HTTPS) and raise alerts."""
     import uvicorn
 
-    from stockade.audit.detect import Detector
+    from stockade.audit.detect import Detector, tune_gc
     from stockade.audit.rules import load as load_audit_rules
     from stockade.audit.server import create_app
 
@@ -731,6 +732,7 @@ def audit_serve(
         if not tokens:
             raise StockadeError(f"{token_file}: no token in it")
         detector = Detector(load_audit_rules(rules), window_s=window)
+        tune_gc()
         try:
             out = output.open("ab") if output else sys.stdout.buffer
         except OSError as exc:
@@ -750,7 +752,7 @@ def _audit_read(
 
     while True:
         last = time.monotonic()
-        for off, ev in aev.read_file(path, stats, fs, detector.skip):
+        for off, ev in aev.read_file(path, stats, fs):
             emit(detector.process(ev))
             if fs is not None:
                 fs.offset = off

@@ -100,7 +100,7 @@ def audit_alerts(now: float) -> list[dict[str, Any]]:
     detector = Detector(load())
     stats = aev.Stats()
     data = b"".join(orjson.dumps(d) + b"\n" for d in docs)
-    for _off, ev in aev.parse_stream(io.BytesIO(data), stats, detector.skip):
+    for _off, ev in aev.parse_stream(io.BytesIO(data), stats):
         detector.process(ev)
     return [a.to_dict() for a in detector.alerts]
 
