@@ -24,7 +24,7 @@ change this way upstream; evaluation targets the newest version unless told othe
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources as importlib_resources
@@ -300,7 +300,7 @@ def _resolve(node: Any, parts: tuple[str, ...]) -> Iterator[Any]:
 
 
 def _test(op: str, v: Any, want: Any) -> bool:
-    """The ops _tester does not specialise (eq, ne, matches, glob and icontains always are)."""
+    """The ops _CodeGen.test does not inline (eq, ne, matches, glob and icontains always are)."""
     if op == "in":
         return v in want
     if op == "not_in":
@@ -330,67 +330,13 @@ def holds(cond: dict[str, Any], node: Any) -> bool:
 Pred = Callable[[Any], bool]
 
 
-def _getter(path: str) -> Callable[[Any], Iterable[Any]]:
-    """The values at ``path``; plain dotted paths get a loop without generators (the common, hot case)."""
-    parts = split_path(path)
-    if any(p.endswith(("[*]", "{}")) for p in parts):
-        return lambda node: list(_resolve(node, parts))
-
-    def get(node: Any) -> tuple[Any, ...]:
-        for k in parts:
-            if not isinstance(node, dict):
-                return ()
-            node = node.get(k)
-            if node is None:
-                return ()
-        return (node,)
-
-    return get
-
-
-def _tester(op: str, want: Any) -> Pred:
-    """One op against its value, specialised once: sets for membership, compiled regular expressions."""
-    if op in ("in", "not_in") and isinstance(want, list):
-        try:
-            wset: frozenset[Any] | list[Any] = frozenset(want)
-        except TypeError:
-            wset = want
-
-        def member(v: Any) -> bool:
-            try:
-                return v in wset
-            except TypeError:
-                return False
-
-        return member if op == "in" else (lambda v: not member(v))
-    if op == "eq":
-        return lambda v: bool(v == want)
-    if op == "ne":
-        return lambda v: bool(v != want)
-    if op == "matches":
-        rx = re.compile(str(want))
-        return lambda v: isinstance(v, str) and rx.search(v) is not None
-    if op == "glob":
-        import fnmatch
-
-        pats = want if isinstance(want, list) else [want]
-        grx = re.compile("|".join(f"(?:{fnmatch.translate(str(p))})" for p in pats))
-        return lambda v: isinstance(v, str) and grx.match(v) is not None
-    if op == "icontains":
-        low = str(want).lower()
-        return lambda v: isinstance(v, str) and low in v.lower()
-    if op == "startswith" and isinstance(want, str):
-        return lambda v: isinstance(v, str) and v.startswith(want)
-    return lambda v: _test(op, v, want)
-
-
 def compile_condition(cond: dict[str, Any]) -> Pred:
     """A condition as one Python function, built once per rule (Falco compiles its rule conditions too).
 
-    The condition tree becomes the source of a single expression, with plain dotted paths walked inline and each
-    op specialised (sets for membership, compiled regular expressions), then compiled by ``compile``: written by
-    hand because no library compiles this rule language, and calling a closure per node was most of the audit
-    engine's time. Paths with ``[*]`` or ``{}`` and the rarer ops call helpers."""
+    The condition tree becomes the source of a single expression, with paths (``[*]`` and ``{}`` included) walked
+    inline and each op specialised (sets for membership, compiled regular expressions), then compiled by
+    ``compile``: written by hand because no library compiles this rule language, and calling a closure per node
+    was most of the audit engine's time. The rarer ops call _test."""
     gen = _CodeGen()
     expr = gen.expr(cond)
     src = f"def _cond(n):\n    return bool({expr})\n"
@@ -457,7 +403,8 @@ class _CodeGen:
         return f"({get} and {self.walk(v, rest, leaf)})"
 
     def test(self, op: str, want: Any, v: str) -> str:
-        """The op on variable ``v`` as an expression (what _tester does, inline)."""
+        """The op on variable ``v`` as an expression, specialised once (sets for membership, compiled regular
+        expressions); the rarer ops call _test."""
         if op in ("in", "not_in") and isinstance(want, list):
             try:
                 member = f"({v}.__hash__ is not None and {v} in {self.const(frozenset(want))})"
@@ -480,7 +427,7 @@ class _CodeGen:
             return f"(isinstance({v}, str) and {self.const(str(want).lower())} in {v}.lower())"
         if op == "startswith" and isinstance(want, str):
             return f"(isinstance({v}, str) and {v}.startswith({self.const(want)}))"
-        return f"{self.const(_tester(op, want))}({v})"
+        return f"{self.const(_test)}({self.const(op)}, {v}, {self.const(want)})"
 
 
 def evaluate(
