@@ -95,7 +95,7 @@ class Detector:
             return []
         new: list[Alert] = []
         for rule in rules:
-            if rule.condition(ev):  # what rule.fires does, without the call
+            if rule.condition(ev):
                 alert = self._raise(rule, ev)
                 if alert is not None:
                     new.append(alert)

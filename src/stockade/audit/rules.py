@@ -37,9 +37,6 @@ class AuditRule:
     remediation: str = ""
     output: str = ""
 
-    def fires(self, ev: dict[str, Any]) -> bool:
-        return self.condition(ev)
-
 
 def _expand(
     node: Any, lists: dict[str, list[Any]], macros: dict[str, Any], where: str, seen: tuple[str, ...] = ()

@@ -89,7 +89,7 @@ def server(
         if vulndb is not None and not vulndb.is_file():
             raise StockadeError(f"{vulndb}: no vulnerability database; run 'stockade db build' first")
     settings = ServerSettings(vulndb=vulndb, max_ingest_inflight=max_inflight, secure_cookies=tls_cert is not None)
-    app: Any = create_app(store, settings)
+    app: Any = create_app(store, settings) if workers == 1 else "stockade.server.api:app_from_env"
     if workers > 1:  # uvicorn starts the workers from an import string; they read their settings from the environment
         os.environ["STOCKADE_SERVER_CONFIG"] = orjson.dumps(
             {
@@ -99,7 +99,6 @@ def server(
                 "secure_cookies": tls_cert is not None,
             }
         ).decode()
-        app = "stockade.server.api:app_from_env"
     scheme = "https" if tls_cert else "http"
     url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if demo:
