@@ -756,10 +756,29 @@ class Store:
     def principal_cluster_name(self, p: Principal) -> str:
         return p.name.removeprefix("cluster:") if p.kind == "cluster" else ""
 
-    def violations(self, cluster: str | None, limit: int) -> list[dict[str, Any]]:
-        stmt = select(t.violations, t.clusters.c.name.label("cluster")).select_from(t.violations.join(t.clusters))
+    @staticmethod
+    def violation_filter(cluster: str | None = None, action: str | None = None, q: str | None = None) -> list[Any]:
+        """WHERE terms over violations joined to clusters: cluster name, action, text in rule, message or object."""
+        v = t.violations
+        conds: list[Any] = []
         if cluster:
-            stmt = stmt.where(t.clusters.c.name == cluster)
+            conds.append(t.clusters.c.name == cluster)
+        if action:
+            conds.append(v.c.action == action)
+        if q:
+            like = f"%{q}%"
+            conds.append(or_(*(col.ilike(like) for col in (v.c.rule, v.c.message, v.c.name, v.c.namespace))))
+        return conds
+
+    def violations(
+        self, cluster: str | None, limit: int, action: str | None = None, q: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Admission violations, newest first."""
+        stmt = (
+            select(t.violations, t.clusters.c.name.label("cluster"))
+            .select_from(t.violations.join(t.clusters))
+            .where(*self.violation_filter(cluster, action, q))
+        )
         with self.engine.connect() as con:
             rows = con.execute(stmt.order_by(t.violations.c.at.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]

@@ -351,21 +351,16 @@ def admission(
 ) -> dict[str, Any]:
     """Admission violations, newest first, with counts by rule and by action (deny, warn, audit)."""
     v = t.violations
-    conds = []
-    if cluster:
-        conds.append(t.clusters.c.name == cluster)
-    if action:
-        conds.append(v.c.action == action)
-    if q:
-        like = f"%{q}%"
-        conds.append(or_(*(col.ilike(like) for col in (v.c.rule, v.c.message, v.c.name, v.c.namespace))))
-    base = select(v, t.clusters.c.name.label("cluster")).select_from(v.join(t.clusters)).where(*conds)
+    rows = store.violations(cluster, limit, action, q)
+    grouped = (
+        select(v.c.rule, v.c.action, func.count())
+        .select_from(v.join(t.clusters))
+        .where(*store.violation_filter(cluster, action, q))
+    )
+    by_rule: dict[str, int] = {}
+    by_action: dict[str, int] = {}
+    total = 0
     with store.engine.connect() as con:
-        rows = [dict(r._mapping) for r in con.execute(base.order_by(v.c.at.desc()).limit(limit))]
-        grouped = select(v.c.rule, v.c.action, func.count()).select_from(v.join(t.clusters)).where(*conds)
-        by_rule: dict[str, int] = {}
-        by_action: dict[str, int] = {}
-        total = 0
         for rule, act, n in con.execute(grouped.group_by(v.c.rule, v.c.action)):
             by_rule[rule] = by_rule.get(rule, 0) + n
             by_action[act] = by_action.get(act, 0) + n
