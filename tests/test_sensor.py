@@ -46,6 +46,7 @@ def _ebpf_reason() -> str:
     return ""
 
 
+API_HOST, API_PORT = "127.0.0.77", 6443  # the "API server" the live sensor is told about (--api-server)
 live = pytest.mark.skipif(bool(_ebpf_reason()), reason=f"eBPF unavailable here: {_ebpf_reason()}")
 
 
@@ -76,8 +77,8 @@ class FakeContainer:
 @pytest.fixture
 def sensor(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     alerts, stats = tmp_path / "alerts.jsonl", tmp_path / "stats.json"
-    proc = subprocess.Popen([*CLI, "sensor", "run", "-o", str(alerts), "--stats", str(stats), "--duration", "120"],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen([*CLI, "sensor", "run", "-o", str(alerts), "--stats", str(stats), "--duration", "120",
+                             "--api-server", f"{API_HOST}:{API_PORT}"], stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stderr is not None
     line = proc.stderr.readline()
     if "sensor ready" not in line:
@@ -160,6 +161,45 @@ def test_attacks_raise_alerts_attributed_to_their_container(sensor: Callable[[],
     c = mine[0]["evidence"][0]["container"]
     assert c["pod_uid"] == box.pod_uid and c["id"] == box.id
     assert all(a["techniques"] and a["remediation"] for a in mine)
+
+
+@live
+def test_api_server_access_from_a_pod(sensor: Callable[[], list[dict[str, Any]]]) -> None:
+    """The steps after a pod compromise: read the service account token, call the API with curl and kubectl."""
+    token = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    made = [p for p in (token.parent, token.parent.parent, token.parent.parent.parent) if not p.exists()]
+    box = FakeContainer()
+    api = socket.socket()
+    try:
+        token.parent.mkdir(parents=True, exist_ok=True)
+        if not token.exists():
+            token.write_text("eyJhbGciOiJSUzI1NiJ9.test.test")
+            made.insert(0, token)
+        api.bind((API_HOST, API_PORT))
+        api.listen(8)  # accepts the TCP handshakes; curl and kubectl then time out on TLS, as against a wrong CA
+        run = lambda *a, **k: subprocess.run(*a, preexec_fn=box.enter(), timeout=30, capture_output=True, **k)  # noqa: E731
+        run(["sh", "-c", f"cat {token} > /dev/null"])
+        run(["curl", "-sk", "--max-time", "2", f"https://{API_HOST}:{API_PORT}/api/v1/namespaces/default/secrets"])
+        run(["kubectl", f"--server=https://{API_HOST}:{API_PORT}", "--insecure-skip-tls-verify", "--token=x",
+             "--request-timeout=2s", "get", "pods"])  # fmt: skip
+        # a client library (an operator's Python) reaching the API is normal: no STK-RT-020 for it
+        run([sys.executable, "-c", f"import socket; socket.create_connection(('{API_HOST}', {API_PORT}), 2).close()"])
+        alerts = sensor()
+    finally:
+        api.close()
+        box.remove()
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.unlink() if p.is_file() else p.rmdir()
+    mine = {(a["rule"], a["evidence"][0]["proc"]["comm"]) for a in alerts
+            if (a["evidence"][0].get("container") or {}).get("id") == box.id}  # fmt: skip
+    assert {("STK-RT-022", "cat"), ("STK-RT-021", "curl"), ("STK-RT-020", "curl"), ("STK-RT-020", "kubectl"),
+            ("STK-RT-015", "kubectl")} <= mine, alerts  # fmt: skip
+    assert not any(comm.startswith("python") for _rule, comm in mine), mine
+    # the same rules never fire for host processes
+    host = [a for a in alerts if a["rule"] in ("STK-RT-020", "STK-RT-021", "STK-RT-022")
+            and (a["evidence"][0].get("container") or {}).get("id") != box.id]  # fmt: skip
+    assert host == []
 
 
 @live
@@ -275,3 +315,20 @@ def test_clear_error_without_ebpf(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path)}  # no bpftrace on PATH
     out = subprocess.run([*CLI, "sensor", "run", "--duration", "1"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "eBPF is not available" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_api_server_endpoints_from_options_and_pod_env() -> None:
+    from stockade.sensor.events import api_server_endpoints
+
+    got = api_server_endpoints(["127.0.0.1:6443", "[::1]:443"], env={"KUBERNETES_SERVICE_HOST": "10.96.0.1",
+                                                                    "KUBERNETES_SERVICE_PORT": "443"})  # fmt: skip
+    assert got == {("127.0.0.1", 6443), ("::1", 443), ("10.96.0.1", 443)}
+    assert api_server_endpoints([], env={}) == set()
+    for bad in ("10.0.0.1", "10.0.0.1:http", "10.0.0.1:70000", ":443"):
+        with pytest.raises(ValueError, match="expected HOST:PORT"):
+            api_server_endpoints([bad], env={})
+    d = Decoder(api_servers=got)
+    ev = d.decode("CONNECT\t1\t10\t10\t1\t0\t1\tcurl\tsh\t4\t10.96.0.1\t443")
+    assert ev is not None and ev["net"]["k8s_api"] is True
+    ev = d.decode("CONNECT\t1\t10\t10\t1\t0\t1\tcurl\tsh\t4\t10.96.0.1\t80")
+    assert ev is not None and ev["net"]["k8s_api"] is False

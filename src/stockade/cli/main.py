@@ -782,6 +782,11 @@ def sensor_run(
         Path | None, typer.Option(help="The kubelet's pod list (JSON, /pods) to name pods and images")
     ] = None,
     stats: Annotated[Path | None, typer.Option(help="Write counters (events, dropped, alerts) here at the end")] = None,
+    api_server: Annotated[
+        list[str] | None,
+        typer.Option(help="The API server's HOST:PORT, for the rules on pods calling it (repeatable; in a pod "
+                     "$KUBERNETES_SERVICE_HOST is added)"),
+    ] = None,  # fmt: skip
     server: Annotated[str | None, SERVER_OPT] = None,
     cluster: Annotated[str | None, CLUSTER_OPT] = None,
     token: Annotated[str | None, TOKEN_OPT] = None,
@@ -792,11 +797,15 @@ def sensor_run(
 
     from stockade.sensor.collector import Sensor
     from stockade.sensor.detect import Detector as SensorDetector
-    from stockade.sensor.events import Attributor, Decoder
+    from stockade.sensor.events import Attributor, Decoder, api_server_endpoints
     from stockade.sensor.rules import load as load_sensor_rules
 
     lock = threading.Lock()
     with _input_errors():
+        try:
+            api_servers = api_server_endpoints(api_server or [])
+        except ValueError as exc:
+            raise StockadeError(str(exc)) from None
         detector = SensorDetector(load_sensor_rules(rules), learn_s=learn)
         attr = Attributor()
         if kubelet_pods is not None:
@@ -819,7 +828,7 @@ def sensor_run(
                 out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
                 out.flush()
 
-        sensor = Sensor(detector, Decoder(attr), publish, queue_size=queue_size, cpu_share=cpu_share)
+        sensor = Sensor(detector, Decoder(attr, api_servers=api_servers), publish, queue_size=queue_size, cpu_share=cpu_share)
         sensor.start()
     _err("sensor ready")
     stop = threading.Event()

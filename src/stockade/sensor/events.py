@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,30 @@ _CID = re.compile(r"(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?([0-9a
 _POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 COMMON = ("time", "pid", "tid", "ppid", "uid", "cgroup_id", "comm", "pcomm")
 O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0x1, 0x2, 0x40, 0x200
+
+
+def api_server_endpoints(given: list[str], env: dict[str, str] | None = None) -> set[tuple[str, int]]:
+    """The Kubernetes API server's (address, port) pairs that connect events are checked against: each
+    HOST:PORT given (a name resolves to all its addresses; [v6]:port for IPv6), and in a pod the service
+    address from $KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT, as client libraries find it."""
+    env = os.environ if env is None else env
+    specs = list(given)
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        host = env["KUBERNETES_SERVICE_HOST"]
+        specs.append(f"[{host}]:{env.get('KUBERNETES_SERVICE_PORT', '443')}" if ":" in host else
+                     f"{host}:{env.get('KUBERNETES_SERVICE_PORT', '443')}")  # fmt: skip
+    out: set[tuple[str, int]] = set()
+    for spec in specs:
+        host, sep, port = spec.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"API server {spec!r}: expected HOST:PORT (for example 10.0.0.1:443)")
+        try:
+            infos = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            raise ValueError(f"API server {spec!r}: cannot resolve {host} ({exc})") from None
+        out |= {(str(i[4][0]), int(port)) for i in infos}
+    return out
 
 
 @dataclass(slots=True)
@@ -100,13 +125,22 @@ class Attributor:
 class Decoder:
     """Stateful: pairs EXEC with its EXECRET, keeps a process table and the files written since start."""
 
-    def __init__(self, attributor: Attributor | None = None, max_procs: int = 65536, max_written: int = 65536) -> None:
+    def __init__(self, attributor: Attributor | None = None, max_procs: int = 65536, max_written: int = 65536,
+                 api_servers: set[tuple[str, int]] | None = None) -> None:  # fmt: skip
         self.attr = attributor or Attributor()
+        self.api_servers = api_servers or set()  # (address, port) of the Kubernetes API server: net.k8s_api
         self.procs: OrderedDict[int, Proc] = OrderedDict()
         self.pending: dict[int, tuple[str, str, list[str]]] = {}
         self.written: OrderedDict[str, int] = OrderedDict()
         self.max_procs, self.max_written = max_procs, max_written
         self.malformed = 0
+
+    def shed(self) -> None:
+        """Forget the older half of the process table and of the written files (the memory governor's relief)."""
+        for table in (self.procs, self.written):
+            for _ in range(len(table) // 2):
+                table.popitem(last=False)
+        self.pending.clear()
 
     def _abs(self, pid: int, path: str) -> str:
         if path.startswith("/") or not path:
@@ -168,7 +202,9 @@ class Decoder:
                 if len(self.written) > self.max_written:
                     self.written.popitem(last=False)
         elif kind == "CONNECT":
-            ev["net"] = {"family": int(rest[0]), "daddr": rest[1], "dport": int(rest[2])}
+            daddr, dport = rest[1], int(rest[2])
+            ev["net"] = {"family": int(rest[0]), "daddr": daddr, "dport": dport,
+                         "k8s_api": (daddr, dport) in self.api_servers}  # fmt: skip
         elif kind == "UCONN":
             ev["type"] = "connect"
             ev["net"] = {"family": 1, "unix_path": rest[0] if rest else ""}
