@@ -6,6 +6,7 @@ Skipped, with the reason, where eBPF is unavailable."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import secrets
@@ -74,16 +75,22 @@ class FakeContainer:
                 p.rmdir()
 
 
-@pytest.fixture
-def sensor(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+def start_sensor(tmp_path: Path, *extra: str) -> Callable[[], list[dict[str, Any]]]:
+    """`stockade sensor run` in the background; the returned function stops it and gives its alerts."""
     alerts, stats = tmp_path / "alerts.jsonl", tmp_path / "stats.json"
-    proc = subprocess.Popen([*CLI, "sensor", "run", "-o", str(alerts), "--stats", str(stats), "--duration", "120",
-                             "--api-server", f"{API_HOST}:{API_PORT}"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cmd = [*CLI, "sensor", "run", "-o", str(alerts), "--stats", str(stats), "--duration", "120",
+           "--api-server", f"{API_HOST}:{API_PORT}", *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    line = proc.stderr.readline()
+    lines = []
+    while True:  # "pod lookup: ..." lines come first
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "sensor ready" in line or not line or not line.startswith("pod lookup"):
+            break
     if "sensor ready" not in line:
         proc.kill()
-        pytest.fail(f"sensor did not start: {line}{proc.stderr.read()}")
+        pytest.fail(f"sensor did not start: {''.join(lines)}{proc.stderr.read()}")
 
     def finish() -> list[dict[str, Any]]:
         time.sleep(1.5)  # let the last events through
@@ -93,9 +100,16 @@ def sensor(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
         assert counters["dropped"] == 0 and counters["events"] > 0
         return [json.loads(x) for x in alerts.read_text().splitlines()] if alerts.exists() else []
 
+    finish.proc = proc  # type: ignore[attr-defined]
+    return finish
+
+
+@pytest.fixture
+def sensor(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    finish = start_sensor(tmp_path)
     yield finish
-    if proc.poll() is None:
-        proc.kill()
+    if finish.proc.poll() is None:  # type: ignore[attr-defined]
+        finish.proc.kill()  # type: ignore[attr-defined]
 
 
 def _listener(port_holder: list[int], payload: bytes) -> threading.Thread:
@@ -180,8 +194,10 @@ def test_api_server_access_from_a_pod(sensor: Callable[[], list[dict[str, Any]]]
         run = lambda *a, **k: subprocess.run(*a, preexec_fn=box.enter(), timeout=30, capture_output=True, **k)  # noqa: E731
         run(["sh", "-c", f"cat {token} > /dev/null"])
         run(["curl", "-sk", "--max-time", "2", f"https://{API_HOST}:{API_PORT}/api/v1/namespaces/default/secrets"])
-        run(["kubectl", f"--server=https://{API_HOST}:{API_PORT}", "--insecure-skip-tls-verify", "--token=x",
-             "--request-timeout=2s", "get", "pods"])  # fmt: skip
+        kubectl = shutil.which("kubectl")  # on these machines; not a Debian package, so not installed by .ci/setup
+        if kubectl:
+            run([kubectl, f"--server=https://{API_HOST}:{API_PORT}", "--insecure-skip-tls-verify", "--token=x",
+                 "--request-timeout=2s", "get", "pods"])  # fmt: skip
         # a client library (an operator's Python) reaching the API is normal: no STK-RT-020 for it
         run([sys.executable, "-c", f"import socket; socket.create_connection(('{API_HOST}', {API_PORT}), 2).close()"])
         alerts = sensor()
@@ -193,8 +209,9 @@ def test_api_server_access_from_a_pod(sensor: Callable[[], list[dict[str, Any]]]
                 p.unlink() if p.is_file() else p.rmdir()
     mine = {(a["rule"], a["evidence"][0]["proc"]["comm"]) for a in alerts
             if (a["evidence"][0].get("container") or {}).get("id") == box.id}  # fmt: skip
-    assert {("STK-RT-022", "cat"), ("STK-RT-021", "curl"), ("STK-RT-020", "curl"), ("STK-RT-020", "kubectl"),
-            ("STK-RT-015", "kubectl")} <= mine, alerts  # fmt: skip
+    assert {("STK-RT-022", "cat"), ("STK-RT-021", "curl"), ("STK-RT-020", "curl")} <= mine, alerts
+    if kubectl:
+        assert {("STK-RT-020", "kubectl"), ("STK-RT-015", "kubectl")} <= mine, alerts
     assert not any(comm.startswith("python") for _rule, comm in mine), mine
     # the same rules never fire for host processes
     host = [a for a in alerts if a["rule"] in ("STK-RT-020", "STK-RT-021", "STK-RT-022")
@@ -309,6 +326,12 @@ def test_manifests_split_collector_and_publisher() -> None:
     assert col["resources"]["limits"]["cpu"] and col["resources"]["limits"]["memory"]
     assert pub["securityContext"]["runAsNonRoot"] is True and pub["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert ds["metadata"]["namespace"] == "sec"
+    # the CRI sockets, read-only, where `--cri-socket auto` looks for them (under /host)
+    from stockade.sensor.cri import DEFAULT_SOCKETS
+
+    mounts = {m["mountPath"]: m for m in col["volumeMounts"]}
+    assert all(mounts[f"/host{d}"]["readOnly"] for d in ("/run/containerd", "/run/crio"))
+    assert "/run/containerd/containerd.sock" in DEFAULT_SOCKETS and "/run/crio/crio.sock" in DEFAULT_SOCKETS
 
 
 def test_clear_error_without_ebpf(tmp_path: Path) -> None:
@@ -332,3 +355,85 @@ def test_api_server_endpoints_from_options_and_pod_env() -> None:
     assert ev is not None and ev["net"]["k8s_api"] is True
     ev = d.decode("CONNECT\t1\t10\t10\t1\t0\t1\tcurl\tsh\t4\t10.96.0.1\t80")
     assert ev is not None and ev["net"]["k8s_api"] is False
+
+
+def _containerd_reason() -> str:
+    missing = [t for t in ("containerd", "ctr", "runc", "skopeo", "umoci") if shutil.which(t) is None]
+    return _ebpf_reason() or (f"{', '.join(missing)} not installed" if missing else "")
+
+
+@pytest.fixture(scope="module")
+def containerd(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real containerd (Debian's) with its CRI plugin on a private socket, state and root, with alpine 3.11
+    imported and a pause image made from it (sleep), so that pods run without a registry."""
+    from stockade.sensor.cri import CriClient
+
+    work = tmp_path_factory.mktemp("containerd")
+    sock = work / "containerd.sock"
+    config = subprocess.run(["containerd", "config", "default"], capture_output=True, text=True, check=True).stdout
+    config = (config.replace('root = "/var/lib/containerd"', f'root = "{work}/root"')
+              .replace('state = "/run/containerd"', f'state = "{work}/state"')
+              .replace('address = "/run/containerd/containerd.sock"', f'address = "{sock}"')
+              .replace('sandbox_image = "registry.k8s.io/pause:3.6"', 'sandbox_image = "stockade.test/pause:1"')
+              # this VM refuses negative oom_score_adj (the pause container's -998): keep containerd's own
+              .replace("restrict_oom_score_adj = false", "restrict_oom_score_adj = true"))  # fmt: skip
+    (work / "config.toml").write_text(config)
+    log = (work / "containerd.log").open("w")
+    daemon = subprocess.Popen(["containerd", "--config", str(work / "config.toml")], stdout=log, stderr=log)
+    client = None
+    try:
+        for _ in range(100):
+            if sock.is_socket():
+                break
+            time.sleep(0.1)
+        alpine = work / "alpine.tar"
+        with gzip.open(fixtures_dir / "images" / "trivy-alpine-311.tar.gz") as src, alpine.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        steps = [
+            ["skopeo", "copy", "-q", f"docker-archive:{alpine}", f"oci:{work}/layout:alpine"],
+            ["umoci", "config", "--image", f"{work}/layout:alpine", "--tag", "pause", "--config.entrypoint", "sleep",
+             "--config.cmd", "100000"],
+            ["skopeo", "copy", "-q", f"oci:{work}/layout:pause",
+             f"docker-archive:{work}/pause.tar:stockade.test/pause:1"],
+            ["ctr", "-a", str(sock), "-n", "k8s.io", "images", "import", str(alpine)],
+            ["ctr", "-a", str(sock), "-n", "k8s.io", "images", "import", str(work / "pause.tar")],
+        ]  # fmt: skip
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, timeout=120)
+        client = CriClient(str(sock))
+        yield client
+    finally:
+        if client is not None:
+            client.close()
+        daemon.terminate()
+        daemon.wait(20)
+        log.close()
+
+
+@pytest.mark.skipif(bool(_containerd_reason()), reason=f"needs eBPF and containerd: {_containerd_reason()}")
+def test_pods_named_by_the_container_runtime(containerd: Any, tmp_path: Path) -> None:
+    """A real pod started through containerd's CRI (as the kubelet does) reads /etc/shadow; the alert names
+    the pod, its namespace, uid, container and image, which the sensor asked of the runtime."""
+    uid = str(uuid.uuid4())
+    finish = start_sensor(tmp_path, "--cri-socket", containerd.path)
+    sandbox = ""
+    try:
+        sandbox, config = containerd.run_pod("web-1", "shop", uid, f"/kubepods/besteffort/pod{uid}")
+        cid = containerd.start_container(sandbox, config, "app", "docker.io/library/alpine:3.11",
+                                         ["sh", "-c", "sleep 1; cat /etc/shadow > /dev/null; sleep 1"])  # fmt: skip
+        time.sleep(3)
+        alerts = finish()
+    finally:
+        if sandbox:
+            containerd.remove_pod(sandbox)
+        if finish.proc.poll() is None:  # type: ignore[attr-defined]
+            finish.proc.kill()  # type: ignore[attr-defined]
+    shadow = [a for a in alerts if a["rule"] == "STK-RT-009" and a["evidence"][0]["container"].get("id") == cid]
+    assert shadow, [(a["rule"], a["evidence"][0]["proc"]["comm"], a["evidence"][0].get("container")) for a in alerts]
+    c = shadow[0]["evidence"][0]["container"]
+    assert (c["pod"], c["namespace"], c["pod_uid"], c["name"], c["image"]) == (
+        "web-1", "shop", uid, "app", "docker.io/library/alpine:3.11")  # fmt: skip
+    assert (shadow[0]["namespace"], shadow[0]["name"]) == ("shop", "web-1")
+    # starting the pod itself (runc's init mounting the container's filesystems, the pause process) is quiet
+    pod_rules = {a["rule"] for a in alerts if a["evidence"][0]["container"].get("pod_uid") == uid}
+    assert pod_rules == {"STK-RT-009"}, pod_rules

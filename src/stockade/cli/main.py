@@ -770,6 +770,37 @@ sensor_app = typer.Typer(help="Node sensor: eBPF runtime events and workload thr
 app.add_typer(sensor_app, name="sensor")
 
 
+CRI_HELP = "Container runtime (CRI) socket to name pods and images: a path, 'auto' (the usual places, also under /host) or 'none'"  # noqa: E501
+API_SERVER_HELP = "The API server's HOST:PORT, for the rules on pods calling it (repeatable; in a pod $KUBERNETES_SERVICE_HOST is added)"  # noqa: E501
+
+
+def _pod_lookup(cri_socket: str) -> Any:
+    """The CRI pod lookup for --cri-socket: None for 'none' or when 'auto' finds no runtime; an error when a
+    socket named explicitly does not answer."""
+    from stockade.sensor.cri import CriClient, CriError, PodLookup, find_socket
+
+    if cri_socket == "none":
+        return None
+    path = cri_socket
+    if cri_socket == "auto":
+        found = find_socket() or find_socket(Path("/host"))
+        if found is None:
+            _err("pod lookup: no container runtime socket found (--cri-socket); pods are named from cgroups only")
+            return None
+        path = found
+    client = CriClient(path)
+    try:
+        v = client.version()
+    except CriError as exc:
+        client.close()
+        if cri_socket == "auto":
+            _err(f"pod lookup: {exc}; pods are named from cgroups only")
+            return None
+        raise StockadeError(str(exc)) from None
+    _err(f"pod lookup: {v['runtime']} {v['version']} (CRI {v['api']}) at {path}")
+    return PodLookup(client)
+
+
 @sensor_app.command("run")
 def sensor_run(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Append alerts (JSON lines) here")] = None,
@@ -782,11 +813,8 @@ def sensor_run(
         Path | None, typer.Option(help="The kubelet's pod list (JSON, /pods) to name pods and images")
     ] = None,
     stats: Annotated[Path | None, typer.Option(help="Write counters (events, dropped, alerts) here at the end")] = None,
-    api_server: Annotated[
-        list[str] | None,
-        typer.Option(help="The API server's HOST:PORT, for the rules on pods calling it (repeatable; in a pod "
-                     "$KUBERNETES_SERVICE_HOST is added)"),
-    ] = None,  # fmt: skip
+    cri_socket: Annotated[str, typer.Option(help=CRI_HELP)] = "auto",
+    api_server: Annotated[list[str] | None, typer.Option(help=API_SERVER_HELP)] = None,
     server: Annotated[str | None, SERVER_OPT] = None,
     cluster: Annotated[str | None, CLUSTER_OPT] = None,
     token: Annotated[str | None, TOKEN_OPT] = None,
@@ -807,7 +835,7 @@ def sensor_run(
         except ValueError as exc:
             raise StockadeError(str(exc)) from None
         detector = SensorDetector(load_sensor_rules(rules), learn_s=learn)
-        attr = Attributor()
+        attr = Attributor(lookup=_pod_lookup(cri_socket))
         if kubelet_pods is not None:
             try:
                 attr.load_pods(orjson.loads(kubelet_pods.read_bytes()))
@@ -828,7 +856,8 @@ def sensor_run(
                 out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
                 out.flush()
 
-        sensor = Sensor(detector, Decoder(attr, api_servers=api_servers), publish, queue_size=queue_size, cpu_share=cpu_share)
+        decoder = Decoder(attr, api_servers=api_servers)
+        sensor = Sensor(detector, decoder, publish, queue_size=queue_size, cpu_share=cpu_share)
         sensor.start()
     _err("sensor ready")
     stop = threading.Event()

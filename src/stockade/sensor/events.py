@@ -7,9 +7,10 @@ import os
 import re
 import socket
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 # container id in a cgroup path: docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope, libpod-<id>,
 # or a bare 64-hex directory under kubepods/docker; pod uid from kubepods paths
@@ -19,16 +20,16 @@ COMMON = ("time", "pid", "tid", "ppid", "uid", "cgroup_id", "comm", "pcomm")
 O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0x1, 0x2, 0x40, 0x200
 
 
-def api_server_endpoints(given: list[str], env: dict[str, str] | None = None) -> set[tuple[str, int]]:
+def api_server_endpoints(given: list[str], env: Mapping[str, str] | None = None) -> set[tuple[str, int]]:
     """The Kubernetes API server's (address, port) pairs that connect events are checked against: each
     HOST:PORT given (a name resolves to all its addresses; [v6]:port for IPv6), and in a pod the service
     address from $KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT, as client libraries find it."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     specs = list(given)
-    if env.get("KUBERNETES_SERVICE_HOST"):
-        host = env["KUBERNETES_SERVICE_HOST"]
-        specs.append(f"[{host}]:{env.get('KUBERNETES_SERVICE_PORT', '443')}" if ":" in host else
-                     f"{host}:{env.get('KUBERNETES_SERVICE_PORT', '443')}")  # fmt: skip
+    host = environ.get("KUBERNETES_SERVICE_HOST", "")
+    if host:
+        port = environ.get("KUBERNETES_SERVICE_PORT", "443")
+        specs.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     out: set[tuple[str, int]] = set()
     for spec in specs:
         host, sep, port = spec.rpartition(":")
@@ -67,15 +68,23 @@ def parse_cgroup_path(path: str) -> dict[str, str]:
     return out
 
 
+class PodSource(Protocol):
+    def get(self, container_id: str) -> dict[str, str] | None: ...
+
+
 @dataclass
 class Attributor:
     """cgroup v2 id (from eBPF) -> cgroup path -> container, with /proc/<pid>/cgroup as the fallback; the
-    kubelet's pod list (when given) adds pod name, namespace and image."""
+    container runtime (CRI, ``lookup``) or the kubelet's pod list (``pods``) adds pod name, namespace and image.
+    Answers are cached by cgroup id once complete."""
 
     cgroup_root: Path = Path("/sys/fs/cgroup")
     proc: Path = Path("/proc")
     pods: dict[str, dict[str, str]] = field(default_factory=dict)  # container id -> pod, namespace, image
+    lookup: PodSource | None = None
+    max_cache: int = 65536
     _by_inode: dict[int, str] = field(default_factory=dict)
+    _cache: dict[int, dict[str, str]] = field(default_factory=dict)
     _misses: int = 0
 
     def _v2_root(self) -> Path:
@@ -93,13 +102,16 @@ class Attributor:
         self._by_inode = found
 
     def container(self, cgroup_id: int, pid: int) -> dict[str, str]:
+        hit = self._cache.get(cgroup_id)
+        if hit is not None:
+            return hit
         path = self._by_inode.get(cgroup_id)
         if path is None and cgroup_id > 1 and self._misses < 1000:
             self._misses += 1
             self.refresh()
             path = self._by_inode.get(cgroup_id)
         info = parse_cgroup_path(path) if path else {}
-        if not info:
+        if not info and (path is None or path == "/"):  # v1-only setups leave everything at the v2 root
             try:
                 for line in (self.proc / str(pid) / "cgroup").read_text().splitlines():
                     info = parse_cgroup_path(line.split(":", 2)[-1])
@@ -107,9 +119,23 @@ class Attributor:
                         break
             except OSError:
                 pass
-        if info.get("id") in self.pods:
-            info = {**info, **self.pods[info["id"]]}
+        cid = info.get("id")
+        pod = None
+        if cid:
+            pod = self.pods.get(cid)
+            if pod is None and self.lookup is not None:
+                pod = self.lookup.get(cid)
+            if pod:
+                info = {**info, **{k: v for k, v in pod.items() if v}}
+        # cached when the answer cannot improve: a known cgroup that is the host's, or a container with its pod
+        if path is not None and cgroup_id > 1 and (not cid or pod or (self.lookup is None and not self.pods)):
+            if len(self._cache) >= self.max_cache:
+                self._cache.clear()
+            self._cache[cgroup_id] = info
         return info
+
+    def shed(self) -> None:
+        self._cache.clear()
 
     def load_pods(self, doc: dict[str, Any]) -> None:
         """The kubelet's /pods response (a PodList): container id -> pod name, namespace, image."""
@@ -141,6 +167,7 @@ class Decoder:
             for _ in range(len(table) // 2):
                 table.popitem(last=False)
         self.pending.clear()
+        self.attr.shed()
 
     def _abs(self, pid: int, path: str) -> str:
         if path.startswith("/") or not path:

@@ -15,7 +15,7 @@ def render(namespace: str, image: str) -> list[dict[str, Any]]:
         "name": "collector",
         "image": image,
         "args": ["sensor", "run", "--output", "/var/run/stockade/alerts.jsonl", "--cpu-share", "0.3",
-                 "--learn", "3600"],
+                 "--learn", "3600", "--cri-socket", "auto"],
         "securityContext": {
             # eBPF: CAP_BPF and CAP_PERFMON load and read the probes, CAP_SYS_RESOURCE lifts the memlock limit,
             # CAP_SYS_ADMIN mounts tracefs and reads other tasks; no privileged mode, no host network
@@ -30,6 +30,10 @@ def render(namespace: str, image: str) -> list[dict[str, Any]]:
             {"name": "tracing", "mountPath": "/sys/kernel/tracing"},
             {"name": "btf", "mountPath": "/sys/kernel/btf", "readOnly": True},
             {"name": "cgroup", "mountPath": "/sys/fs/cgroup", "readOnly": True},
+            # the container runtime's CRI socket (containerd or CRI-O), to name the pods of the processes seen;
+            # connecting to a socket works through a read-only mount
+            {"name": "containerd", "mountPath": "/host/run/containerd", "readOnly": True},
+            {"name": "crio", "mountPath": "/host/run/crio", "readOnly": True},
         ],
     }  # fmt: skip
     publisher = {
@@ -66,6 +70,8 @@ def render(namespace: str, image: str) -> list[dict[str, Any]]:
                             {"name": "tracing", "hostPath": {"path": "/sys/kernel/tracing"}},
                             {"name": "btf", "hostPath": {"path": "/sys/kernel/btf"}},
                             {"name": "cgroup", "hostPath": {"path": "/sys/fs/cgroup"}},
+                            {"name": "containerd", "hostPath": {"path": "/run/containerd", "type": "DirectoryOrCreate"}},  # noqa: E501
+                            {"name": "crio", "hostPath": {"path": "/run/crio", "type": "DirectoryOrCreate"}},
                         ],
                     },
                 },
