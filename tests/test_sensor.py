@@ -323,7 +323,8 @@ def test_manifests_split_collector_and_publisher() -> None:
     col, pub = ctrs["collector"], ctrs["publisher"]
     assert col["securityContext"]["privileged"] is False
     assert {"BPF", "PERFMON"} <= set(col["securityContext"]["capabilities"]["add"])
-    assert col["resources"]["limits"]["cpu"] and col["resources"]["limits"]["memory"]
+    assert col["resources"]["limits"]["cpu"] and col["resources"]["limits"]["memory"] == "512Mi"
+    assert float(col["args"][col["args"].index("--memory-limit") + 1]) < 512  # sheds before the kernel kills it
     assert pub["securityContext"]["runAsNonRoot"] is True and pub["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert ds["metadata"]["namespace"] == "sec"
     # the CRI sockets, read-only, where `--cri-socket auto` looks for them (under /host)
@@ -437,3 +438,51 @@ def test_pods_named_by_the_container_runtime(containerd: Any, tmp_path: Path) ->
     # starting the pod itself (runc's init mounting the container's filesystems, the pause process) is quiet
     pod_rules = {a["rule"] for a in alerts if a["evidence"][0]["container"].get("pod_uid") == uid}
     assert pod_rules == {"STK-RT-009"}, pod_rules
+
+
+def _raw_events(path: Path, n: int) -> None:
+    """n bpftrace-format lines: writes below /etc by a non-system program, each to a new file (each a new
+    alert: the worst case for the sensor's memory)."""
+    with path.open("w") as fh:
+        fh.write("READY\n")
+        for i in range(n):
+            fh.write(f"OPEN\t{i}\t4242\t4242\t1\t0\t1\tdropper\tbash\t/etc/cron.d/job-{i:07d}-{'x' * 40}\t577\n")
+
+
+def test_sensor_memory_stays_bounded_under_an_alert_flood(tmp_path: Path) -> None:
+    from stockade.sensor.collector import Sensor, rss_mb
+
+    raw = tmp_path / "raw.log"
+    n = 120_000
+    _raw_events(raw, n)
+    published = [0]
+    det = Detector(load(), keep_alerts=False)  # as `stockade sensor run` makes it
+    base = rss_mb([os.getpid()])
+    # each alert holds its event: kept, 120,000 would take several hundred MiB more than this
+    limit = base + 120
+    s = Sensor(det, Decoder(), lambda a: published.__setitem__(0, published[0] + len(a)), memory_mb=limit,
+               command=["cat", str(raw)], queue_size=n + 8, cpu_share=8.0)  # no drops, no pauses  # fmt: skip
+    s.start()
+    assert s.done.wait(120)
+    counters = s.stop()
+    assert counters["events"] == n and counters["dropped"] == 0 and counters["memory_sheds"] == 0, counters
+    assert published[0] == n  # every write was its own alert, and each was published
+    assert 0 < counters["peak_rss_mb"] < limit
+    assert len(det.bursts.open) <= det.bursts.max_open and det.alerts == []
+
+
+def test_sensor_over_its_memory_limit_sheds_then_stops_with_an_error(tmp_path: Path) -> None:
+    from stockade.sensor.collector import Sensor
+
+    feeder = tmp_path / "feed.py"  # an endless, slow event source
+    feeder.write_text("import time\nprint('READY', flush=True)\ni = 0\nwhile True:\n    i += 1\n"
+                      "    print('\\t'.join(['OPEN', str(i), '7', '7', '1', '0', '1', 'x', 'sh', f'/tmp/f{i}', '577']),"
+                      " flush=True)\n    time.sleep(0.001)\n")  # fmt: skip
+    s = Sensor(Detector(load(), keep_alerts=False), Decoder(), lambda a: None, memory_mb=1.0,
+               command=[sys.executable, str(feeder)])  # fmt: skip
+    s.start()
+    assert s.done.wait(30), "the sensor did not stop"
+    counters = s.stop()
+    assert counters["memory_sheds"] == Sensor.SHED_LIMIT
+    assert "memory limit exceeded" in counters["error"] and "limit 1 MiB" in counters["error"]
+    assert s.proc is not None and s.proc.poll() is not None  # the event source was stopped

@@ -813,6 +813,9 @@ def sensor_run(
         Path | None, typer.Option(help="The kubelet's pod list (JSON, /pods) to name pods and images")
     ] = None,
     stats: Annotated[Path | None, typer.Option(help="Write counters (events, dropped, alerts) here at the end")] = None,
+    memory_limit: Annotated[
+        float, typer.Option(help="Most resident memory (MiB) of the sensor and bpftrace; 0: no limit")
+    ] = 400,
     cri_socket: Annotated[str, typer.Option(help=CRI_HELP)] = "auto",
     api_server: Annotated[list[str] | None, typer.Option(help=API_SERVER_HELP)] = None,
     server: Annotated[str | None, SERVER_OPT] = None,
@@ -834,7 +837,7 @@ def sensor_run(
             api_servers = api_server_endpoints(api_server or [])
         except ValueError as exc:
             raise StockadeError(str(exc)) from None
-        detector = SensorDetector(load_sensor_rules(rules), learn_s=learn)
+        detector = SensorDetector(load_sensor_rules(rules), learn_s=learn, keep_alerts=False)
         attr = Attributor(lookup=_pod_lookup(cri_socket))
         if kubelet_pods is not None:
             try:
@@ -851,25 +854,32 @@ def sensor_run(
 
         def publish(alerts: list[Any]) -> None:
             if deltas is not None:
-                deltas.sync(detector.alerts)
+                deltas.sync(detector.open_alerts())  # the new alerts are among them
             with lock:
                 out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
                 out.flush()
 
         decoder = Decoder(attr, api_servers=api_servers)
-        sensor = Sensor(detector, decoder, publish, queue_size=queue_size, cpu_share=cpu_share)
+        sensor = Sensor(detector, decoder, publish, queue_size=queue_size, cpu_share=cpu_share,
+                        memory_mb=memory_limit)  # fmt: skip
         sensor.start()
     _err("sensor ready")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    end = time.monotonic() + duration if duration > 0 else float("inf")
     with contextlib.suppress(KeyboardInterrupt):
-        stop.wait(duration if duration > 0 else None)
+        while not stop.wait(min(1.0, max(0.0, end - time.monotonic()))) and time.monotonic() < end:
+            if sensor.done.is_set():  # the event source ended, or the memory limit stopped the sensor
+                break
     counters = sensor.stop()
     if deltas is not None:
-        counters["published"] = deltas.close(detector.alerts)  # with the repeats counted since the last sync
+        counters["published"] = deltas.close(detector.open_alerts())  # with the repeats since the last sync
     _err(f"sensor stopped: {counters}")
     if stats is not None:
         stats.write_bytes(orjson.dumps(counters))
+    if sensor.failed:
+        _err(f"[red]error:[/] {sensor.failed}")
+        raise typer.Exit(EXIT_INPUT)
 
 
 @sensor_app.command("replay")

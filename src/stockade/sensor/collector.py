@@ -32,6 +32,8 @@ class Counters:
     dropped: int = 0
     alerts: int = 0
     throttled_s: float = 0.0
+    memory_sheds: int = 0
+    peak_rss_mb: float = 0.0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -54,23 +56,46 @@ def probes_path() -> Path:
     return Path(str(importlib_resources.files("stockade.sensor") / "probes.bt"))
 
 
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes, in MiB (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 class Sensor:
+    """``memory_mb``: the most resident memory the sensor (this process and bpftrace) may use. Above it the
+    sensor sheds its caches (process table, written files, open bursts, baselines) and the queued events
+    (counted as dropped); when it is still above after ``SHED_LIMIT`` checks in a row it stops with an error
+    (``failed``), so that the orchestrator restarts it instead of the kernel killing it or the node."""
+
+    SHED_LIMIT = 5
+
     def __init__(self, detector: Detector, decoder: Decoder, publish: Callable[[list[Alert]], None],
-                 queue_size: int = 65536, cpu_share: float = 0.5, batch: int = 64) -> None:  # fmt: skip
+                 queue_size: int = 65536, cpu_share: float = 0.5, batch: int = 64, memory_mb: float = 0.0,
+                 command: list[str] | None = None) -> None:  # fmt: skip
         self.detector, self.decoder, self.publish = detector, decoder, publish
         self.q: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
-        self.cpu_share, self.batch = cpu_share, batch
+        self.cpu_share, self.batch, self.memory_mb = cpu_share, batch, memory_mb
+        self.command = command  # the event source (default: bpftrace with the probes; tests replay a file)
         self.counters = Counters()
         self.proc: subprocess.Popen[str] | None = None
         self.ready = threading.Event()
+        self.done = threading.Event()
+        self.failed = ""
         self._threads: list[threading.Thread] = []
+        self._over = 0
 
     def start(self) -> None:
-        bt = check_ebpf()
         env = {**os.environ, "BPFTRACE_STRLEN": "128"}  # paths longer than bpftrace's default 64 bytes
+        cmd = self.command or [check_ebpf(), str(probes_path())]
         self.proc = subprocess.Popen(
-            [bt, str(probes_path())], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-            errors="replace", env=env,
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace", env=env,
         )  # fmt: skip
         self._threads = [
             threading.Thread(target=self._read, daemon=True),
@@ -88,6 +113,31 @@ class Sensor:
             if time.monotonic() > deadline:
                 raise SensorError("eBPF probes did not attach within 30 s")
             time.sleep(0.05)
+
+    def _check_memory(self) -> None:
+        rss = rss_mb([os.getpid()] + ([self.proc.pid] if self.proc else []))
+        self.counters.peak_rss_mb = max(self.counters.peak_rss_mb, round(rss, 1))
+        if not self.memory_mb or rss <= self.memory_mb:
+            self._over = 0
+            return
+        self._over += 1
+        self.counters.memory_sheds += 1
+        self.decoder.shed()
+        self.detector.shed()
+        while True:  # the backlog goes too: dropped, and counted
+            try:
+                line = self.q.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self.q.put(None)
+                break
+            self.counters.dropped += 1
+        if self._over >= self.SHED_LIMIT:
+            self.failed = (f"memory limit exceeded: {rss:.0f} MiB resident, limit {self.memory_mb:.0f} MiB, "
+                           f"after shedding caches {self._over} times")  # fmt: skip
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -122,9 +172,10 @@ class Sensor:
                 self.publish(pending)
                 pending = []
             # CPU share: when this process used more than its share since the last check, pause (the queue
-            # absorbs the burst, and drops what it cannot hold)
+            # absorbs the burst, and drops what it cannot hold); memory: shed above the limit
             wall = time.monotonic() - wall0
             if wall > 0.5:
+                self._check_memory()
                 used = time.process_time() - cpu0
                 if used > self.cpu_share * wall:
                     pause = used / self.cpu_share - wall
@@ -134,6 +185,7 @@ class Sensor:
         if pending:
             self.counters.alerts += len(pending)
             self.publish(pending)
+        self.done.set()
 
     def stop(self) -> dict[str, Any]:
         if self.proc is not None and self.proc.poll() is None:
@@ -145,5 +197,11 @@ class Sensor:
         for t in self._threads:
             t.join(timeout=10)
         c = self.counters
-        return {"lines": c.lines, "events": c.events, "dropped": c.dropped, "alerts": c.alerts,
-                "throttled_s": round(c.throttled_s, 2), "malformed": self.decoder.malformed}  # fmt: skip
+        out: dict[str, Any] = {
+            "lines": c.lines, "events": c.events, "dropped": c.dropped, "alerts": c.alerts,
+            "throttled_s": round(c.throttled_s, 2), "malformed": self.decoder.malformed,
+            "memory_sheds": c.memory_sheds, "peak_rss_mb": c.peak_rss_mb,
+        }  # fmt: skip
+        if self.failed:
+            out["error"] = self.failed
+        return out

@@ -15,16 +15,35 @@ BASELINE_NET = "STK-RT-101"
 
 
 class Detector:
-    def __init__(self, rules: list[SensorRule], window_s: float = 600.0, learn_s: float = 0.0) -> None:
+    """``keep_alerts``: keep every alert in ``alerts`` (replays, tests); a long-running sensor keeps only the
+    open bursts (``open_alerts``), at most ``max_open``, and the baseline at most ``max_workloads`` workloads
+    of ``max_learned`` programs and destinations each, so its memory is bounded."""
+
+    def __init__(self, rules: list[SensorRule], window_s: float = 600.0, learn_s: float = 0.0,
+                 max_open: int = 10_000, keep_alerts: bool = True, max_workloads: int = 4096,
+                 max_learned: int = 4096) -> None:  # fmt: skip
         self.by_type: dict[str, list[SensorRule]] = defaultdict(list)
         for r in rules:
             for t in r.types:
                 self.by_type[t].append(r)
-        self.bursts = Bursts(window_s)
+        self.bursts = Bursts(window_s, max_open)
         self.learn_s = learn_s  # 0: no baseline
+        self.keep_alerts = keep_alerts
         self.alerts: list[Alert] = []
         self.events = 0
+        self.max_workloads, self.max_learned = max_workloads, max_learned
         self._seen: dict[str, tuple[float, set[str], set[str]]] = {}  # workload -> (first seen, exes, dests)
+
+    def open_alerts(self) -> list[Alert]:
+        """The alerts whose counts can still grow (their burst is open)."""
+        return [a for _t, a in self.bursts.open.values()]
+
+    def shed(self) -> None:
+        """The memory governor's relief: close the older half of the open bursts and forget the learned baselines
+        (each workload starts a new learning window)."""
+        for _ in range(len(self.bursts.open) // 2):
+            self.bursts.open.popitem(last=False)
+        self._seen.clear()
 
     def process(self, ev: dict[str, Any]) -> list[Alert]:
         self.events += 1
@@ -46,13 +65,16 @@ class Detector:
         c = ev.get("container") or {}
         key = c.get("image") or c.get("id") or "host"
         now = time.monotonic()
+        if key not in self._seen and len(self._seen) >= self.max_workloads:
+            self._seen.pop(next(iter(self._seen)))  # the oldest workload's baseline goes
         first, exes, dests = self._seen.setdefault(key, (now, set(), set()))
         learning = now - first < self.learn_s
         out = []
         if ev["type"] == "exec":
             exe = ev["proc"]["exe"]
             if exe not in exes:
-                exes.add(exe)
+                if len(exes) < self.max_learned:
+                    exes.add(exe)
                 if not learning:
                     a = self._raise(
                         BASELINE_EXE,
@@ -70,7 +92,8 @@ class Detector:
             net = ev.get("net") or {}
             dest = f"{net.get('daddr', net.get('unix_path', ''))}:{net.get('dport', '')}"
             if dest not in dests:
-                dests.add(dest)
+                if len(dests) < self.max_learned:
+                    dests.add(dest)
                 if not learning:
                     a = self._raise(BASELINE_NET, "Connection not seen while learning the workload", "LOW",
                                     ["Command and Control"], ["T1071"], f"{ev['proc']['comm']} to {dest} in {key}", "",
@@ -94,5 +117,6 @@ class Detector:
             description=description, remediation=remediation, dedup_key=key, evidence=[ev],
         )  # fmt: skip
         self.bursts.add(key, now, a)
-        self.alerts.append(a)
+        if self.keep_alerts:
+            self.alerts.append(a)
         return a

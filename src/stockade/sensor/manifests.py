@@ -15,7 +15,8 @@ def render(namespace: str, image: str) -> list[dict[str, Any]]:
         "name": "collector",
         "image": image,
         "args": ["sensor", "run", "--output", "/var/run/stockade/alerts.jsonl", "--cpu-share", "0.3",
-                 "--learn", "3600", "--cri-socket", "auto"],
+                 "--learn", "3600", "--cri-socket", "auto",
+                 "--memory-limit", "400"],  # below the container's limit: the sensor sheds before the kernel kills
         "securityContext": {
             # eBPF: CAP_BPF and CAP_PERFMON load and read the probes, CAP_SYS_RESOURCE lifts the memlock limit,
             # CAP_SYS_ADMIN mounts tracefs and reads other tasks; no privileged mode, no host network

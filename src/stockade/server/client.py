@@ -161,21 +161,27 @@ class AlertDeltas:
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
-        self._sent: dict[int, int] = {}  # id(alert) -> count sent; the detector keeps the alerts alive
+        # id(alert) -> (alert, count sent); holding the alert keeps its id from being reused
+        self._sent: dict[int, tuple[Any, int]] = {}
         self._lock = threading.Lock()
 
     def sync(self, alerts: list[Any]) -> None:
+        """``alerts``: every alert whose count can still grow (with the new ones); the others are forgotten, so
+        this stays as small as the detector's open bursts."""
         out = []
         with self._lock:
+            sent: dict[int, tuple[Any, int]] = {}
             for a in list(alerts):
-                done = self._sent.get(id(a), 0)
+                hit = self._sent.get(id(a))
+                done = hit[1] if hit is not None and hit[0] is a else 0
                 if a.count > done:
                     d = a.to_dict()
                     d["count"] = a.count - done
                     if done:
                         d["evidence"] = []  # the first send carried it
                     out.append(d)
-                    self._sent[id(a)] = a.count
+                sent[id(a)] = (a, max(a.count, done))
+            self._sent = sent
         if out:
             self.publisher.put(out)
 
