@@ -62,13 +62,15 @@ def main() -> None:
     sensor = subprocess.Popen([sys.executable, "-m", "stockade.cli.main", "sensor", "run", "-o", str(work / "a.jsonl"),
                                "--stats", str(work / "stats.json")], stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert sensor.stderr is not None
-    sensor.stderr.readline()  # "sensor ready"
+    while "sensor ready" not in (line := sensor.stderr.readline()):  # after "pod lookup: ..." and the like
+        if not line:
+            raise SystemExit("the sensor did not start")
     kids = [
         int(p) for p in subprocess.run(["pgrep", "-P", str(sensor.pid)], capture_output=True, text=True).stdout.split()
     ]
     c0 = cpu_of([sensor.pid, *kids])
     with_wall, with_cpu = workload(args.execs)
-    time.sleep(1.0)
+    time.sleep(2.0)  # the sensor drains what is queued
     sensor_cpu = cpu_of([sensor.pid, *kids]) - c0
     sensor.terminate()
     sensor.wait(30)

@@ -85,6 +85,7 @@ class Attributor:
     max_cache: int = 65536
     _by_inode: dict[int, str] = field(default_factory=dict)
     _cache: dict[int, dict[str, str]] = field(default_factory=dict)
+    _v2_used: bool = False  # the unified hierarchy has cgroups below its root (else containers are in v1 only)
     _misses: int = 0
 
     def _v2_root(self) -> Path:
@@ -100,6 +101,7 @@ class Attributor:
             except OSError:
                 continue
         self._by_inode = found
+        self._v2_used = len(found) > 1
 
     def container(self, cgroup_id: int, pid: int) -> dict[str, str]:
         hit = self._cache.get(cgroup_id)
@@ -111,7 +113,10 @@ class Attributor:
             self.refresh()
             path = self._by_inode.get(cgroup_id)
         info = parse_cgroup_path(path) if path else {}
-        if not info and (path is None or path == "/"):  # v1-only setups leave everything at the v2 root
+        # /proc/<pid>/cgroup when the id is unknown, or when it is the v2 root and containers live in v1 only
+        # (on hosts that use the unified hierarchy, its root holds host processes: reading /proc for each of
+        # their execs was most of the sensor's cost)
+        if not info and (path is None or (path == "/" and not self._v2_used)):
             try:
                 for line in (self.proc / str(pid) / "cgroup").read_text().splitlines():
                     info = parse_cgroup_path(line.split(":", 2)[-1])
