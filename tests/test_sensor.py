@@ -294,6 +294,7 @@ def test_decoder_pairs_exec_and_tracks_drift() -> None:
     ev = d.decode("EXECRET" + common + "0")
     assert ev["proc"]["exe"] == "/tmp/dropper" and ev["proc"]["args"] == "-x" and ev["proc"]["exe_written"] is True
     assert d.decode("garbage") is None and d.malformed == 1
+    assert d.decode("Lost 17 events") is None and d.lost == 17 and d.malformed == 1
 
 
 def test_falco_and_tetragon_events_through_the_rules() -> None:
