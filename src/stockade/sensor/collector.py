@@ -235,8 +235,8 @@ class Sensor:
             t.join(timeout=10)
         c = self.counters
         out: dict[str, Any] = {
-            "lines": c.lines, "events": c.events, "dropped": c.dropped, "lost": c.lost + self.decoder.lost, "alerts": c.alerts,
-            "throttled_s": round(c.throttled_s, 2), "malformed": self.decoder.malformed,
+            "lines": c.lines, "events": c.events, "dropped": c.dropped, "lost": c.lost + self.decoder.lost,
+            "alerts": c.alerts, "throttled_s": round(c.throttled_s, 2), "malformed": self.decoder.malformed,
             "memory_sheds": c.memory_sheds, "peak_rss_mb": c.peak_rss_mb,
         }  # fmt: skip
         if self.failed:
