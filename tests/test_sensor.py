@@ -327,6 +327,15 @@ def test_manifests_split_collector_and_publisher() -> None:
     assert col["resources"]["limits"]["cpu"] and col["resources"]["limits"]["memory"] == "512Mi"
     assert float(col["args"][col["args"].index("--memory-limit") + 1]) < 512  # sheds before the kernel kills it
     assert pub["securityContext"]["runAsNonRoot"] is True and pub["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "tail" in " ".join(pub["command"])  # no server: alerts go to the publisher's log
+    out = subprocess.run([*cmd, "--server", "https://stockade.example", "--cluster", "prod"], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    ds = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "DaemonSet")
+    pub = next(c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "publisher")
+    env = {e["name"]: e for e in pub["env"]}
+    assert pub["args"][0] == "publish" and env["STOCKADE_SERVER"]["value"] == "https://stockade.example"
+    assert env["STOCKADE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "stockade-cluster", "key": "token"}
+    assert {v["name"] for v in ds["spec"]["template"]["spec"]["volumes"]} >= {"alerts", "publisher-state"}
     assert ds["metadata"]["namespace"] == "sec"
     # the CRI sockets, read-only, where `--cri-socket auto` looks for them (under /host)
     from stockade.sensor.cri import DEFAULT_SOCKETS

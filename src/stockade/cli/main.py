@@ -919,13 +919,22 @@ def sensor_replay(
 def sensor_manifests(
     namespace: Annotated[str, typer.Option(help="Namespace to install into")] = "stockade",
     image: Annotated[str, typer.Option(help="stockade container image")] = "ghcr.io/stockade/stockade:latest",
+    server: Annotated[str, typer.Option(help="Ship alerts to this stockade server (else: the publisher's log)")] = "",
+    cluster: Annotated[str, typer.Option(help="This cluster's name on the server")] = "",
+    token_secret: Annotated[
+        str, typer.Option(help="Secret (key 'token') with the cluster's ingestion token")
+    ] = "stockade-cluster",
 ) -> None:
-    """The collector DaemonSet (eBPF, per node) and the publisher Deployment, as YAML."""
+    """The sensor DaemonSet: the eBPF collector and the publisher beside it on each node, as YAML."""
     import yaml
 
     from stockade.sensor.manifests import render as render_sensor
 
-    _write(yaml.safe_dump_all(render_sensor(namespace, image), sort_keys=False).encode(), None)
+    if server and not cluster:
+        _err("[red]error:[/] --server needs --cluster (the cluster's name on the server)")
+        raise typer.Exit(EXIT_USAGE)
+    docs = render_sensor(namespace, image, server=server, cluster=cluster, token_secret=token_secret)
+    _write(yaml.safe_dump_all(docs, sort_keys=False).encode(), None)
 
 
 @app.command("node-check")

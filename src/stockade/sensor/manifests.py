@@ -8,7 +8,10 @@ from typing import Any
 NAME = "stockade-sensor"
 
 
-def render(namespace: str, image: str) -> list[dict[str, Any]]:
+def render(namespace: str, image: str, server: str = "", cluster: str = "", token_secret: str = "stockade-cluster"
+           ) -> list[dict[str, Any]]:  # fmt: skip
+    """With ``server`` the publisher ships alerts to the stockade server (resumable, no duplicates), with the
+    cluster's token from the Secret ``token_secret`` (key ``token``); without, it prints them to its log."""
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "stockade"}
     shared = {"name": "alerts", "mountPath": "/var/run/stockade"}
     collector = {
@@ -37,15 +40,28 @@ def render(namespace: str, image: str) -> list[dict[str, Any]]:
             {"name": "crio", "mountPath": "/host/run/crio", "readOnly": True},
         ],
     }  # fmt: skip
-    publisher = {
+    restricted = {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
+                  "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    publisher: dict[str, Any] = {
         "name": "publisher",
         "image": image,
-        "command": ["sh", "-c", "touch /var/run/stockade/alerts.jsonl && exec tail -n +1 -F /var/run/stockade/alerts.jsonl"],  # noqa: E501
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
-                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "securityContext": restricted,
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}},
         "volumeMounts": [{**shared, "readOnly": True}],
     }  # fmt: skip
+    volumes: list[dict[str, Any]] = [{"name": "alerts", "emptyDir": {"sizeLimit": "256Mi"}}]
+    if server:
+        publisher["args"] = ["publish", "/var/run/stockade/alerts.jsonl", "--component", "sensor",
+                             "--state", "/var/lib/stockade-publisher/offset"]  # fmt: skip
+        publisher["env"] = [
+            {"name": "STOCKADE_SERVER", "value": server},
+            {"name": "STOCKADE_CLUSTER", "value": cluster},
+            {"name": "STOCKADE_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret, "key": "token"}}},
+        ]
+        publisher["volumeMounts"].append({"name": "publisher-state", "mountPath": "/var/lib/stockade-publisher"})
+        volumes.append({"name": "publisher-state", "emptyDir": {"sizeLimit": "1Mi"}})
+    else:
+        publisher["command"] = ["sh", "-c", "touch /var/run/stockade/alerts.jsonl && exec tail -n +1 -F /var/run/stockade/alerts.jsonl"]  # noqa: E501
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": namespace, "labels": labels},  # noqa: E501
          "automountServiceAccountToken": False},
@@ -67,7 +83,7 @@ def render(namespace: str, image: str) -> list[dict[str, Any]]:
                         "securityContext": {"seccompProfile": {"type": "Unconfined"}},  # bpf() is not in the default
                         "containers": [collector, publisher],
                         "volumes": [
-                            {"name": "alerts", "emptyDir": {"sizeLimit": "256Mi"}},
+                            *volumes,
                             {"name": "tracing", "hostPath": {"path": "/sys/kernel/tracing"}},
                             {"name": "btf", "hostPath": {"path": "/sys/kernel/btf"}},
                             {"name": "cgroup", "hostPath": {"path": "/sys/fs/cgroup"}},
