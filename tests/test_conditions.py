@@ -26,7 +26,7 @@ PATHS = st.lists(
 LEAF_OPS = {
     "eq": SCALARS, "ne": SCALARS, "in": st.lists(SCALARS, max_size=3), "not_in": st.lists(SCALARS, max_size=3),
     "truthy": st.none(), "falsy": st.none(), "exists": st.none(), "absent": st.none(),
-    "startswith": st.sampled_from(["x", "Y", ""]), "endswith": st.sampled_from(["x", "y"]),
+    "startswith": st.sampled_from(["x", "Y", "", ["x", "Y"]]), "endswith": st.sampled_from(["x", "y", ["y", "x"]]),
     "contains": st.sampled_from(["x", 1, True]), "icontains": st.sampled_from(["X", "y"]),
     "matches": st.sampled_from(["^x", "y$", "a\\.b"]), "glob": st.sampled_from(["x*", "?x", "*"]),
     "gt": st.integers(-1, 1), "lt": st.integers(-1, 1),
@@ -85,8 +85,8 @@ def op_holds(op: str, v: Any, want: Any) -> bool:
         return bool(v)
     if op == "falsy":
         return not v
-    if op in ("startswith", "endswith"):
-        return isinstance(v, str) and getattr(v, op)(want)
+    if op in ("startswith", "endswith"):  # a list of prefixes: any of them
+        return isinstance(v, str) and any(getattr(v, op)(w) for w in (want if isinstance(want, list) else [want]))
     if op == "contains":
         return (isinstance(v, list) and want in v) or (isinstance(v, str) and isinstance(want, str) and want in v)
     if op == "icontains":
