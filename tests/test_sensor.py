@@ -75,12 +75,12 @@ class FakeContainer:
                 p.rmdir()
 
 
-def start_sensor(tmp_path: Path, *extra: str) -> Callable[[], list[dict[str, Any]]]:
+def start_sensor(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Callable[[], list[dict[str, Any]]]:
     """`stockade sensor run` in the background; the returned function stops it and gives its alerts."""
     alerts, stats = tmp_path / "alerts.jsonl", tmp_path / "stats.json"
     cmd = [*CLI, "sensor", "run", "-o", str(alerts), "--stats", str(stats), "--duration", "120",
            "--api-server", f"{API_HOST}:{API_PORT}", *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     assert proc.stderr is not None
     lines = []
     while True:  # "pod lookup: ..." lines come first
@@ -496,3 +496,36 @@ def test_sensor_over_its_memory_limit_sheds_then_stops_with_an_error(tmp_path: P
     assert counters["memory_sheds"] == Sensor.SHED_LIMIT
     assert "memory limit exceeded" in counters["error"] and "limit 1 MiB" in counters["error"]
     assert s.proc is not None and s.proc.poll() is not None  # the event source was stopped
+
+
+@live
+def test_sensor_sends_its_alerts_to_the_server(tmp_path: Path) -> None:
+    """`stockade sensor run --server`: a burst of three /etc/shadow reads in a container is one alert with
+    count 3 on a real stockade server, under the cluster whose token the sensor presented."""
+    import httpx
+    from server_util import database, make_store, serving
+
+    with database("sqlite", tmp_path) as url:
+        store = make_store(url)
+        with serving(store) as base:
+            store.create_user("ops", "correct horse battery", "contributor")
+            user_token = store.create_user_token("ops", "tests", "tests")
+            with httpx.Client(base_url=base, headers={"authorization": f"Bearer {user_token}"}) as c:
+                r = c.post("/api/v1/clusters", json={"name": "prod"})
+                assert r.status_code == 201, r.text
+                cluster_token = r.json()["token"]
+                box = FakeContainer()
+                finish = start_sensor(tmp_path, "--server", base, "--cluster", "prod",
+                                      env={"STOCKADE_TOKEN": cluster_token})  # fmt: skip
+                try:
+                    for _ in range(3):
+                        subprocess.run(["cat", "/etc/shadow"], preexec_fn=box.enter(), capture_output=True, timeout=30)
+                    finish()
+                finally:
+                    box.remove()
+                    if finish.proc.poll() is None:  # type: ignore[attr-defined]
+                        finish.proc.kill()  # type: ignore[attr-defined]
+                items = c.get("/api/v1/alerts", params={"cluster": "prod", "limit": 1000}).json()["items"]
+        store.engine.dispose()
+    shadow = [a for a in items if a["rule"] == "STK-RT-009" and box.id in a["dedup_key"]]
+    assert len(shadow) == 1 and shadow[0]["count"] == 3, items
