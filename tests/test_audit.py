@@ -342,3 +342,39 @@ def test_webhook_backend_over_https(traces: Path, tmp_path: Path) -> None:
     got = [json.loads(line)["rule"] for line in alerts.read_text().splitlines()]
     assert got == ["STK-AUD-001", "STK-AUD-009"]
     assert 'stockade_audit_rejected_total{reason="unauthorized"} 2.0' in metrics
+
+
+@pytest.mark.parametrize("max_open", [10, 40])
+def test_long_running_detector_sends_count_growth_once_with_bounded_memory(max_open: int) -> None:
+    """audit serve / --follow / sensor: no list of every alert; what is sent to the server adds up to the
+    counts, and what the sender remembers stays within its bound (as large as the detector's open bursts).
+    With 10 open bursts for 40 pods, bursts close before they repeat: every event is a new alert."""
+    from stockade.server.client import AlertDeltas
+
+    class Sink:  # stands in for the Publisher's queue to the server (tests/test_server.py covers the real one)
+        def __init__(self) -> None:
+            self.items: list[dict[str, Any]] = []
+
+        def put(self, items: list[dict[str, Any]]) -> None:
+            self.items += items
+
+        def close(self) -> dict[str, int]:
+            return {"failed": 0, "dropped": 0}
+
+    d, st, sink = Detector(load(), window_s=600, keep_alerts=False, max_open=max_open), Stats(), Sink()
+    d.bursts.track_changes()
+    deltas = AlertDeltas(sink, max_sent=max_open)  # type: ignore[arg-type]
+    for i in range(200):  # 40 pods, each exec'd into 5 times, round robin
+        ts = f"2026-11-23T10:{i // 60:02d}:{i % 60:02d}.000000Z"
+        for ev in documents_to_events(_event("create", "pods", sub="exec", name=f"web-{i % 40}", ts=ts), st):
+            d.process(ev)
+        if i % 3 == 0:
+            deltas.sync(d.bursts.drain())
+    deltas.close(d.bursts.drain())
+    assert d.alerts == [] and len(deltas._sent) <= max_open and len(d.bursts.open) <= max_open
+    sent = Counter[str]()
+    for item in sink.items:
+        sent[item["name"]] += item["count"]
+    assert sent == {f"web-{k}": 5 for k in range(40)}
+    # the evidence goes with each alert's first send only
+    assert sum(1 for item in sink.items if item["evidence"]) == (200 if max_open < 40 else 40)

@@ -61,6 +61,18 @@ class Bursts:
     def __init__(self, window_s: float, max_open: int = 100_000) -> None:
         self.window, self.max_open = window_s, max_open
         self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
+        self.changed: dict[int, Alert] | None = None  # with track_changes(): alerts new or counted since drain()
+
+    def track_changes(self) -> None:
+        self.changed = {}
+
+    def drain(self) -> list[Alert]:
+        """The alerts raised or counted since the last drain (for sending what changed, not every alert)."""
+        if not self.changed:
+            return []
+        out = list(self.changed.values())
+        self.changed = {}
+        return out
 
     def repeat(self, key: str, now: float, ts: str) -> Alert | None:
         """The open alert for ``key`` with its count raised, or None when there is none within the window."""
@@ -72,19 +84,28 @@ class Bursts:
         alert.last_time = ts or alert.last_time
         self.open[key] = (now, alert)
         self.open.move_to_end(key)
+        if self.changed is not None:
+            self.changed[id(alert)] = alert
         return alert
 
     def add(self, key: str, now: float, alert: Alert) -> None:
         self.open[key] = (now, alert)
+        if self.changed is not None:
+            self.changed[id(alert)] = alert
         if len(self.open) > self.max_open:  # bounded memory: the oldest burst closes
             self.open.popitem(last=False)
 
 
 class Detector:
-    def __init__(self, rules: list[AuditRule], window_s: float = 600.0, max_open: int = 100_000) -> None:
+    """``keep_alerts``: keep every alert raised in ``alerts`` (a scan reports them at the end); a long-running
+    detector (``audit serve``, ``--follow``) keeps only the open bursts, so its memory is bounded."""
+
+    def __init__(self, rules: list[AuditRule], window_s: float = 600.0, max_open: int = 100_000,
+                 keep_alerts: bool = True) -> None:  # fmt: skip
         self.index = Index(rules)
         self.bursts = Bursts(window_s, max_open)
-        self.alerts: list[Alert] = []  # every alert, in the order raised
+        self.keep_alerts = keep_alerts
+        self.alerts: list[Alert] = []  # every alert, in the order raised (with keep_alerts)
         self.events = 0
 
     def process(self, ev: dict[str, Any]) -> list[Alert]:
@@ -137,5 +158,6 @@ class Detector:
             evidence=[_evidence(ev)],
         )
         self.bursts.add(key, now, alert)
-        self.alerts.append(alert)
+        if self.keep_alerts:
+            self.alerts.append(alert)
         return alert

@@ -647,16 +647,19 @@ def audit_scan(
         _err("[red]error:[/] --follow and --state take exactly one file")
         raise typer.Exit(EXIT_USAGE)
     with _input_errors():
-        detector = Detector(load_audit_rules(rules), window_s=window)
+        stream_out = fmt is AuditFormat.jsonl and output is None
+        # following a log as a stream keeps only the open bursts (bounded memory); a scan reports every alert
+        detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=not (follow and stream_out))
         tune_gc()
         deltas = _alert_sender(server, cluster, token, "audit")
+        if deltas is not None:
+            detector.bursts.track_changes()
     stats = aev.Stats()
-    stream_out = fmt is AuditFormat.jsonl and output is None
     synced = [0.0]
 
     def emit(new: list[Any]) -> None:
         if deltas is not None and (new or time.monotonic() - synced[0] > 1.0):
-            deltas.sync(detector.alerts)  # new alerts at once, grown counts every second
+            deltas.sync(detector.bursts.drain())  # new alerts at once, grown counts every second
             synced[0] = time.monotonic()
         if stream_out:
             for a in new:
@@ -673,7 +676,7 @@ def audit_scan(
             with contextlib.suppress(KeyboardInterrupt):
                 _audit_read(path, fs, stats, detector, emit, follow, state)
     if deltas is not None:
-        sent = deltas.close(detector.alerts)
+        sent = deltas.close(detector.bursts.drain())
         if sent["failed"] or sent["dropped"]:
             _err(f"[red]error:[/] {sent['failed'] + sent['dropped']} alert(s) not delivered to {server}")
             raise typer.Exit(EXIT_INPUT)
@@ -731,7 +734,7 @@ def audit_serve(
         tokens = [t.strip() for t in token_file.read_text().splitlines() if t.strip()]
         if not tokens:
             raise StockadeError(f"{token_file}: no token in it")
-        detector = Detector(load_audit_rules(rules), window_s=window)
+        detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=False)  # runs for months
         tune_gc()
         try:
             out = output.open("ab") if output else sys.stdout.buffer
@@ -851,13 +854,16 @@ def sensor_run(
             raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
 
         deltas = _alert_sender(server, cluster, token, "sensor")
+        if deltas is not None:
+            detector.bursts.track_changes()
 
         def publish(alerts: list[Any]) -> None:
             if deltas is not None:
-                deltas.sync(detector.open_alerts())  # the new alerts are among them
-            with lock:
-                out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
-                out.flush()
+                deltas.sync(detector.bursts.drain())  # the new alerts, and the counts that grew
+            if alerts:
+                with lock:
+                    out.write(b"".join(orjson.dumps(a.to_dict()) + b"\n" for a in alerts))
+                    out.flush()
 
         decoder = Decoder(attr, api_servers=api_servers)
         sensor = Sensor(detector, decoder, publish, queue_size=queue_size, cpu_share=cpu_share,
@@ -873,7 +879,7 @@ def sensor_run(
                 break
     counters = sensor.stop()
     if deltas is not None:
-        counters["published"] = deltas.close(detector.open_alerts())  # with the repeats since the last sync
+        counters["published"] = deltas.close(detector.bursts.drain())  # with the repeats since the last sync
     _err(f"sensor stopped: {counters}")
     if stats is not None:
         stats.write_bytes(orjson.dumps(counters))

@@ -215,6 +215,7 @@ class Sensor:
             # absorbs the burst, and drops what it cannot hold); memory: shed above the limit
             wall = time.monotonic() - wall0
             if wall > 0.5:
+                self.publish([])  # the publisher sends what repeats added to open alerts' counts
                 self._check_memory()
                 used = time.process_time() - cpu0
                 if used > self.cpu_share * wall:

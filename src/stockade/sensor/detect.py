@@ -16,7 +16,7 @@ BASELINE_NET = "STK-RT-101"
 
 class Detector:
     """``keep_alerts``: keep every alert in ``alerts`` (replays, tests); a long-running sensor keeps only the
-    open bursts (``open_alerts``), at most ``max_open``, and the baseline at most ``max_workloads`` workloads
+    open bursts, at most ``max_open``, and the baseline at most ``max_workloads`` workloads
     of ``max_learned`` programs and destinations each, so its memory is bounded."""
 
     def __init__(self, rules: list[SensorRule], window_s: float = 600.0, learn_s: float = 0.0,
@@ -33,10 +33,6 @@ class Detector:
         self.events = 0
         self.max_workloads, self.max_learned = max_workloads, max_learned
         self._seen: dict[str, tuple[float, set[str], set[str]]] = {}  # workload -> (first seen, exes, dests)
-
-    def open_alerts(self) -> list[Alert]:
-        """The alerts whose counts can still grow (their burst is open)."""
-        return [a for _t, a in self.bursts.open.values()]
 
     def shed(self) -> None:
         """The memory governor's relief: close the older half of the open bursts and forget the learned baselines
