@@ -74,6 +74,11 @@ class Bursts:
         self.changed = {}
         return out
 
+    def shed(self) -> None:
+        """Close the older half of the open bursts (a memory governor's relief)."""
+        for _ in range(len(self.open) // 2):
+            self.open.popitem(last=False)
+
     def repeat(self, key: str, now: float, ts: str) -> Alert | None:
         """The open alert for ``key`` with its count raised, or None when there is none within the window."""
         hit = self.open.get(key)

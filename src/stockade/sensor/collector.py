@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import re
 import shutil
 import subprocess
 import threading
@@ -20,9 +19,7 @@ from typing import Any
 
 from stockade.model import Alert, StockadeError
 from stockade.sensor.detect import Detector
-from stockade.sensor.events import Decoder
-
-_LOST = re.compile(r"Lost (\d+) events")
+from stockade.sensor.events import LOST_EVENTS, Decoder
 
 
 class SensorError(StockadeError):
@@ -82,13 +79,13 @@ class Sensor:
     SHED_LIMIT = 5
 
     def __init__(self, detector: Detector, decoder: Decoder, publish: Callable[[list[Alert]], None],
-                 queue_size: int = 65536, cpu_share: float = 0.5, batch: int = 64, memory_mb: float = 0.0,
+                 queue_size: int = 65536, cpu_share: float = 0.5, memory_mb: float = 0.0,
                  command: list[str] | None = None) -> None:  # fmt: skip
         self.detector, self.decoder, self.publish = detector, decoder, publish
         # blocks of lines, read as they come (one wake-up per block, not per event); at most queue_size lines
         self.q: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         self.queue_size, self._queued, self._qlock = queue_size, 0, threading.Lock()
-        self.cpu_share, self.batch, self.memory_mb = cpu_share, batch, memory_mb
+        self.cpu_share, self.memory_mb = cpu_share, memory_mb
         self.command = command  # the event source (default: bpftrace with the probes; tests replay a file)
         self.counters = Counters()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -180,7 +177,7 @@ class Sensor:
         assert self.proc is not None and self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace").strip()
-            m = _LOST.search(line)
+            m = LOST_EVENTS.search(line)
             if m:
                 self.counters.lost += int(m.group(1))
             elif line:

@@ -37,8 +37,7 @@ class Detector:
     def shed(self) -> None:
         """The memory governor's relief: close the older half of the open bursts and forget the learned baselines
         (each workload starts a new learning window)."""
-        for _ in range(len(self.bursts.open) // 2):
-            self.bursts.open.popitem(last=False)
+        self.bursts.shed()
         self._seen.clear()
 
     def process(self, ev: dict[str, Any]) -> list[Alert]:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 # or a bare 64-hex directory under kubepods/docker; pod uid from kubepods paths
 _CID = re.compile(r"(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?([0-9a-f]{64})(?:\.scope)?$")
 _POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
-_LOST = re.compile(r"Lost (\d+) events")
+LOST_EVENTS = re.compile(r"Lost (\d+) events")  # bpftrace's report when the kernel's perf buffer overflowed
 COMMON = ("time", "pid", "tid", "ppid", "uid", "cgroup_id", "comm", "pcomm")
 O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0x1, 0x2, 0x40, 0x200
 
@@ -188,7 +188,7 @@ class Decoder:
         parts = line.rstrip("\n").split("\t")
         kind = parts[0]
         if kind in ("READY", "") or len(parts) < 9:
-            m = _LOST.match(kind)
+            m = LOST_EVENTS.match(kind)
             if m:  # bpftrace's own line when the kernel's perf buffer overflowed
                 self.lost += int(m.group(1))
             elif kind not in ("READY", ""):
