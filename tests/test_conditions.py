@@ -11,10 +11,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockade.posture.engine import compile_condition
+from stockade.posture.engine import compile_condition, compile_group
 
 KEYS = ["a", "b", "c"]
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(["x", "xy", "Yx", "", "a.b"]))
+STRINGS = ["x", "xy", "Yx", "", "a.b"]
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(STRINGS))
 DOCS = st.recursive(
     SCALARS,
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)),
@@ -23,12 +24,13 @@ DOCS = st.recursive(
 PATHS = st.lists(
     st.tuples(st.sampled_from(KEYS), st.sampled_from(["", "[*]", "{}"])), min_size=0, max_size=3
 ).map(lambda parts: ".".join(k + m for k, m in parts))
+GLOBS = ["x*", "?x", "*", "**", "*x*", "*y", "x", "a.b", "*[xY]*", "x*y", ["x*", "*y", "Yx"], []]
 LEAF_OPS = {
     "eq": SCALARS, "ne": SCALARS, "in": st.lists(SCALARS, max_size=3), "not_in": st.lists(SCALARS, max_size=3),
     "truthy": st.none(), "falsy": st.none(), "exists": st.none(), "absent": st.none(),
     "startswith": st.sampled_from(["x", "Y", "", ["x", "Y"]]), "endswith": st.sampled_from(["x", "y", ["y", "x"]]),
     "contains": st.sampled_from(["x", 1, True]), "icontains": st.sampled_from(["X", "y"]),
-    "matches": st.sampled_from(["^x", "y$", "a\\.b"]), "glob": st.sampled_from(["x*", "?x", "*"]),
+    "matches": st.sampled_from(["^x", "y$", "a\\.b"]), "glob": st.sampled_from(GLOBS),
     "gt": st.integers(-1, 1), "lt": st.integers(-1, 1),
 }  # fmt: skip
 
@@ -93,8 +95,9 @@ def op_holds(op: str, v: Any, want: Any) -> bool:
         return isinstance(v, str) and want.lower() in v.lower()
     if op == "matches":
         return isinstance(v, str) and re.search(want, v) is not None
-    if op == "glob":
-        return isinstance(v, str) and fnmatch.fnmatchcase(v, want)
+    if op == "glob":  # a list of patterns: any of them
+        pats = want if isinstance(want, list) else [want]
+        return isinstance(v, str) and any(fnmatch.fnmatchcase(v, w) for w in pats)
     if op == "gt":
         return isinstance(v, int) and not isinstance(v, bool) and v > want
     if op == "lt":
@@ -132,3 +135,37 @@ def test_every_op_on_every_kind_of_value(cond: dict[str, Any], value: Any) -> No
     the engine): the field is always present here."""
     cond = {**cond, "field": "a"}
     assert compile_condition(cond)({"a": value}) == holds(cond, {"a": value})
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(CONDS, min_size=1, max_size=4), st.lists(CONDS, max_size=2),
+       st.dictionaries(st.sampled_from(KEYS), DOCS, max_size=3))  # fmt: skip
+def test_a_group_of_conditions_agrees_with_the_interpreter(conds: list[Any], shared: list[Any], doc: Any) -> None:
+    """compile_group (one function per rule-index entry) answers what each condition answers alone, in order;
+    the conditions share conjuncts (as rules share macros) and, with three keys, paths too."""
+    full = [{"all": [*shared, c]} for c in conds] + conds
+    tags = [f"r{i}" for i in range(len(full))]
+    want = [t for t, c in zip(tags, full, strict=True) if holds(c, doc)]
+    assert compile_group(full, tags)(doc) == want, (full, doc)
+
+
+def test_glob_shapes_on_every_string() -> None:
+    """Globs are compiled by shape (exact, prefix, suffix, infix, other): each against fnmatch on each string."""
+    for pat in GLOBS:
+        for value in [*STRINGS, "yx", "xYy", "x.y", None, 1]:
+            cond = {"field": "a", "op": "glob", "value": pat}
+            assert compile_condition(cond)({"a": value}) == holds(cond, {"a": value}), (pat, value)
+
+
+def test_tests_of_one_path_share_its_walk() -> None:
+    """``all``/``any`` of several tests on one plain path (several icontains among them) walk it once."""
+    leaves = [{"field": "a.b", "op": "icontains", "value": w} for w in ("X", "y", ".")]
+    leaves += [{"field": "a.b", "op": "eq", "value": "xy"}, {"field": "a.b", "op": "exists"}]
+    for join in ("all", "any"):
+        for i in range(len(leaves)):
+            for j in range(i + 1, len(leaves)):
+                for k in range(len(leaves)):
+                    cond = {join: [leaves[i], {"field": "c", "op": "falsy", "value": None}, leaves[j], leaves[k]]}
+                    for value in [*STRINGS, "yx", "X.Y", None, 3]:
+                        for doc in ({"a": {"b": value}}, {"a": {"b": value}, "c": 0}, {"a": value, "c": 1}):
+                            assert compile_condition(cond)(doc) == holds(cond, doc), (cond, doc)
