@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from stockade.audit.detect import Detector
-from stockade.audit.events import FileState, Stats, documents_to_events, parse_stream, read_file
-from stockade.audit.rules import AuditRuleError, load, parse
+from stockade.audit.events import DEFERRABLE, FileState, Stats, documents_to_events, parse_stream, read_file
+from stockade.audit.rules import AuditRuleError, Index, load, parse
+from stockade.posture.engine import compile_group
 
 CLI = [sys.executable, "-m", "stockade.cli.main"]
 
@@ -186,6 +187,18 @@ def test_synthetic_attack_sequences(name: str, events: list[dict[str, Any]], exp
     assert {a.rule for a in d.alerts} == expected
 
 
+def test_event_times_to_the_second() -> None:
+    """The dedup window's clock (detect._epoch, cached by UTC second) against Python's own RFC 3339 parser."""
+    from datetime import datetime
+
+    from stockade.audit.detect import _epoch
+
+    for ts in ["2019-07-26T21:20:04.123456Z", "2019-07-26T21:20:04Z", "2024-02-29T23:59:59.999999Z",
+               "2019-07-26T23:20:04.5+02:00", "2019-07-26T16:20:04-05:00"]:  # fmt: skip
+        assert _epoch(ts) == int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()), ts
+    assert _epoch("yesterday") == 0.0 and _epoch("") == 0.0 and _epoch("not a time at all, Z") == 0.0
+
+
 def test_a_burst_is_one_alert_with_a_count() -> None:
     d, st = Detector(load(), window_s=600), Stats()
     for i in range(50):
@@ -228,7 +241,117 @@ def test_cloud_shapes_give_the_same_alerts(traces: Path) -> None:
         assert d.alerts[0].resource == "pods/exec" and d.alerts[0].namespace == "default", label
 
 
-def test_malformed_lines_are_counted_and_the_stream_goes_on(traces: Path, tmp_path: Path) -> None:
+def _public(x: Any) -> Any:
+    """x without the engine's derived keys (those starting with "_"), at any depth."""
+    if isinstance(x, dict):
+        return {k: _public(v) for k, v in x.items() if not k.startswith("_")}
+    if isinstance(x, list):
+        return [_public(v) for v in x]
+    return x
+
+
+def _alerts(d: Detector) -> list[dict[str, Any]]:
+    out = []
+    for a in d.alerts:
+        x = a.to_dict()
+        x["evidence"] = [_public(e) for e in x["evidence"]]
+        out.append(x)
+    return out
+
+
+def _mixed(traces: Path, tmp_path: Path) -> Path:
+    """Every trace in one log, twice over (bursts and repeats)."""
+    log = tmp_path / "mixed.log"
+    data = b"".join(p.read_bytes().rstrip(b"\n") + b"\n" for p in sorted(traces.glob("*.json")))
+    log.write_bytes(data * 2)
+    return log
+
+
+def test_lazy_parsing_gives_the_same_alerts_and_stats(traces: Path, tmp_path: Path) -> None:
+    """With the detector's wants (what `audit scan` passes), an event's request and response objects are parsed
+    only for rules that read them; the alerts must be those of parsing everything, evidence included."""
+    for path in [*sorted(traces.glob("*.json")), _mixed(traces, tmp_path)]:
+        full, full_st = _run(path)
+        lazy, lazy_st = Detector(load()), Stats()
+        for _off, ev in read_file(path, lazy_st, wants=lazy.wants):
+            lazy.process(ev)
+        assert _alerts(lazy) == _alerts(full), path.name
+        for a in lazy.alerts:  # the JSON line written (evidence as it came) is the alert's data
+            line = a.to_json()
+            assert b"\n" not in line and json.loads(line) == a.to_dict()
+        assert (lazy_st.events, lazy_st.malformed, lazy_st.reasons) == (full_st.events, full_st.malformed,
+                                                                         full_st.reasons), path.name
+    assert len(_alerts(full)) > 20  # the mixed log raises what the attack traces raise
+
+
+def test_rule_groups_agree_with_each_rule_on_real_events(traces: Path, tmp_path: Path) -> None:
+    """The index's compiled groups (compile_group) fire exactly the rules whose own conditions hold, on every
+    real event, parsed in full and parsed lazily with every deferred part wanted."""
+    rules = load()
+    index = Index(rules)
+    everything = compile_group([r.tree for r in rules], list(rules))
+    log, st = _mixed(traces, tmp_path), Stats()
+    full = [ev for _off, ev in read_file(log, st)]
+    lazy = [ev for _off, ev in read_file(log, st, wants=lambda verb, res: DEFERRABLE)]
+    assert len(full) == len(lazy) > 80
+    fired = 0
+    for a, b in zip(full, lazy, strict=True):
+        want = [r for r in rules if r.condition(a)]
+        assert everything(a) == want and everything(b) == want, a.get("auditID")
+        group = index.group(a["verb"], a["_resource"])
+        hit = group.fire(a) if group is not None else []
+        assert hit == [r for r in want if group is not None and r in group.rules]
+        fired += len(hit)
+    assert fired > 20
+
+
+def test_a_rule_on_a_field_outside_the_event_schema_gets_the_whole_event(tmp_path: Path) -> None:
+    """Lazy parsing decodes the audit.k8s.io/v1 Event fields only: a custom rule reading another top-level field
+    (a log shipper's, say) makes its events parsed in full."""
+    extra = tmp_path / "mine.yaml"
+    extra.write_text(
+        "rules:\n  - id: ACME-2\n    title: Delete from the prod cluster\n    severity: LOW\n"
+        "    mitre: {techniques: [T1485]}\n    verbs: [delete]\n    resources: [configmaps]\n"
+        "    condition: {field: shipper.cluster, op: eq, value: prod}\n    remediation: Ask.\n"
+    )
+    d = Detector(load([extra]))
+    assert d.wants("delete", "configmaps") is None and d.wants("get", "pods") is not None
+    log = tmp_path / "audit.log"
+    ev = _event("delete", "configmaps")
+    log.write_bytes(json.dumps({**ev, "shipper": {"cluster": "prod"}}).encode() + b"\n")
+    st = Stats()
+    for _off, e in read_file(log, st, wants=d.wants):
+        d.process(e)
+    assert [a.rule for a in d.alerts] == ["ACME-2"]
+
+
+def test_odd_lines_on_both_paths(tmp_path: Path) -> None:
+    """Lines msgspec and orjson judge differently: a name that is not ASCII (the same alert on both paths),
+    bytes that are not UTF-8 (malformed on both), and a number out of a double's range (1e999) in a part no
+    rule reads: malformed for orjson, while the lazy path, which only checks that part's syntax, raises the
+    alert and keeps the line, as text, as its evidence."""
+    exec_ev = _event("create", "pods", sub="exec", name="web")
+    huge = json.dumps({**exec_ev, "requestObject": {"command": ["sh"]}}).replace('["sh"]', '["sh", 1e999]')
+    umlaut = json.dumps(_event("create", "pods", sub="exec", user="mällory@example.com"), ensure_ascii=False)
+    broken = json.dumps(_event("create", "pods", sub="attach", obj={"note": "dXb"})).encode().replace(b"dXb", b"d\xffb")
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join([umlaut.encode(), broken, huge.encode()]) + b"\n")
+    runs = []
+    for lazy in (False, True):
+        st, d = Stats(), Detector(load())
+        for _off, ev in read_file(log, st, wants=d.wants if lazy else None):
+            d.process(ev)
+        assert (st.events, st.malformed) == ((2, 1) if lazy else (1, 2)), st.reasons
+        runs.append([(a.rule, a.user, a.name, a.count) for a in d.alerts])
+        for a in d.alerts:
+            assert b"\n" not in a.to_json() and a.to_dict()["rule"] == "STK-AUD-001"
+    assert runs[0] == runs[1][:1] == [("STK-AUD-001", "mällory@example.com", "x", 1)]
+    assert runs[1][1] == ("STK-AUD-001", "mallory@example.com", "web", 1)
+    assert d.alerts[1].to_dict()["evidence"] == [huge]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_malformed_lines_are_counted_and_the_stream_goes_on(traces: Path, tmp_path: Path, lazy: bool) -> None:
     good = (traces / "exec_pod.json").read_bytes().strip()
     pretty = json.dumps(json.loads((traces / "attach_pod.json").read_text()), indent=2).encode()
     log = tmp_path / "audit.log"
@@ -236,10 +359,31 @@ def test_malformed_lines_are_counted_and_the_stream_goes_on(traces: Path, tmp_pa
     st = Stats()
     d = Detector(load())
     with log.open("rb") as fh:
-        for _off, ev in parse_stream(fh, st):
+        for _off, ev in parse_stream(fh, st, wants=d.wants if lazy else None):
             d.process(ev)
     assert sorted(a.rule for a in d.alerts) == ["STK-AUD-001", "STK-AUD-001"]  # exec and the pretty-printed attach
     assert st.events == 2 and st.malformed == 4, st.reasons
+
+
+def test_a_huge_line_is_skipped_in_bounded_memory(traces: Path, tmp_path: Path) -> None:
+    import tracemalloc
+
+    good = (traces / "exec_pod.json").read_bytes().rstrip(b"\n") + b"\n"
+    log = tmp_path / "audit.log"
+    with log.open("wb") as fh:
+        fh.write(good)
+        fh.write(b'{"kind": "Event", "junk": "' + b"x" * (100 << 20))  # 100 MiB without a line end
+        fh.write(b'"}\n' + good)
+    for lazy in (False, True):
+        st, d = Stats(), Detector(load())
+        tracemalloc.start()
+        with log.open("rb") as fh:
+            offsets = [off for off, ev in parse_stream(fh, st, wants=d.wants if lazy else None) if d.process(ev) or 1]
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert st.events == 2 and st.reasons == {"line over 16 MiB": 1}, st.reasons
+        assert [a.count for a in d.alerts] == [2] and offsets[-1] == log.stat().st_size
+        assert peak < 64 << 20, peak  # the 100 MiB line was never held whole (pieces of 16 MiB)
 
 
 def test_resume_from_offset_and_follow_rotation(traces: Path, tmp_path: Path) -> None:

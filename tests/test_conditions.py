@@ -1,6 +1,6 @@
 """The rule-condition compiler (posture, audit and sensor rules share it) against a plain interpreter of the
-condition language written here from its documentation (docs/rules.md): random conditions on random documents
-must give the same answer."""
+condition language written here from its documentation (docs/posture.md, Conditions): random conditions on
+random documents must give the same answer."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from stockade.audit.events import Wants
 from stockade.audit.rules import AuditRule, Index
 from stockade.model import Alert
 from stockade.posture.engine import _resolve, split_path
@@ -20,28 +21,63 @@ EVIDENCE = 3  # events kept per alert
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 
-def _first(ev: dict[str, Any], path: str) -> str:
-    vals = [v for v in _resolve(ev, split_path(path)) if v not in (None, "")]
+def _first(ev: dict[str, Any], parts: tuple[str, ...]) -> str:
+    if not any(p.endswith(("[*]", "{}")) for p in parts):  # a plain path: at most one value, walked here
+        v: Any = ev
+        for p in parts:
+            v = v.get(p) if isinstance(v, dict) else None
+        return "-" if v is None or v == "" else str(v)
+    vals = [v for v in _resolve(ev, parts) if v not in (None, "")]
     if not vals:
         return "-"
     return ",".join(str(v) for v in vals[:5]) if len(vals) > 1 else str(vals[0])
 
 
+@lru_cache(maxsize=1024)
+def _template(template: str) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
+    """An output template as (literal text, path or None) pieces, split once."""
+    out: list[tuple[str, tuple[str, ...] | None]] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        out.append((template[pos : m.start()], split_path(m.group(1))))
+        pos = m.end()
+    out.append((template[pos:], None))
+    return tuple(out)
+
+
 def render(template: str, ev: dict[str, Any]) -> str:
-    return _PLACEHOLDER.sub(lambda m: _first(ev, m.group(1)), template)
+    """The template with each {path} replaced by the event's value there (up to 5 values, or "-")."""
+    return "".join(text + (_first(ev, parts) if parts is not None else "") for text, parts in _template(template))
 
 
-@lru_cache(maxsize=65536)
 def _epoch(ts: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time, to the second (the dedup window needs no more; 0 when it is
+    not a time). Kubernetes writes UTC ("...Z"), whose seconds are cached: a busy API server writes hundreds of
+    events in each."""
+    if len(ts) > 19 and ts[-1] == "Z":
+        return _utc_second(ts[:19])
+    return _parse_time(ts)
+
+
+@lru_cache(maxsize=4096)
+def _utc_second(ts: str) -> float:
+    return _parse_time(ts + "+00:00")
+
+
+def _parse_time(ts: str) -> float:
     try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(ts).timestamp() // 1
     except (ValueError, AttributeError):
         return 0.0
 
 
 def _evidence(ev: dict[str, Any]) -> bytes:
     """The event as JSON bytes (Alert.to_dict parses them back): keeping the parsed events of every open alert
-    alive made the garbage collector walk them again and again (a tenth of the engine's time)."""
+    alive made the garbage collector walk them again and again (a tenth of the engine's time). An event read
+    lazily (audit/events.py _fast_event) brings its own line, whole."""
+    raw = ev.get("_raw")
+    if raw is not None:
+        return bytes(raw).rstrip()  # one JSON document (an ASCII line: see _fast_event), its line end dropped
     return orjson.dumps({k: v for k, v in ev.items() if not k.startswith("_")})
 
 
@@ -111,34 +147,44 @@ class Detector:
         self.bursts = Bursts(window_s, max_open)
         self.keep_alerts = keep_alerts
         self.alerts: list[Alert] = []  # every alert, in the order raised (with keep_alerts)
+        self.raised = 0  # alerts raised (kept or not)
+        self.hits = 0  # (rule, event) matches: the alerts' counts added up
         self.events = 0
+        # for lazy parsing (audit/events.py parse_stream): what the rules that can match an event read of the
+        # parts its parse may defer
+        self.wants: Wants = self.index.wants
 
     def process(self, ev: dict[str, Any]) -> list[Alert]:
         """New alerts for this event (a repeat within the window only raises the existing alert's count)."""
         self.events += 1
-        rules = self.index.lookup(ev["verb"], ev["_resource"])
-        if not rules:
+        group = self.index.group(ev["verb"], ev["_resource"])
+        if group is None:
             return []
-        new: list[Alert] = []
-        for rule in rules:
-            if rule.condition(ev):
-                alert = self._raise(rule, ev)
-                if alert is not None:
-                    new.append(alert)
-        return new
-
-    def _raise(self, rule: AuditRule, ev: dict[str, Any]) -> Alert | None:
+        fired = group.fire(ev)
+        if not fired:
+            return []
+        self.hits += len(fired)
         ref = ev.get("objectRef") or {}
         user = ev.get("user") or {}
         ts = str(ev.get("stageTimestamp") or ev.get("requestReceivedTimestamp") or ev.get("timestamp") or "")
-        key = "|".join((rule.id, str(user.get("username", "")), str(ref.get("namespace", "")), ev["_resource"],
-                        str(ref.get("name", ""))))  # fmt: skip
+        # the dedup key: rule, user, namespace, resource, name
+        who = f"|{user.get('username', '')}|{ref.get('namespace', '')}|{ev['_resource']}|{ref.get('name', '')}"
         now = _epoch(ts)
+        new: list[Alert] = []
+        for rule in fired:
+            alert = self._raise(rule, ev, rule.id + who, now, ts)
+            if alert is not None:
+                new.append(alert)
+        return new
+
+    def _raise(self, rule: AuditRule, ev: dict[str, Any], key: str, now: float, ts: str) -> Alert | None:
         seen = self.bursts.repeat(key, now, ts)
         if seen is not None:
             if len(seen.evidence) < EVIDENCE:
                 seen.evidence.append(_evidence(ev))
             return None
+        ref = ev.get("objectRef") or {}
+        user = ev.get("user") or {}
         alert = Alert(
             rule=rule.id,
             title=rule.title,
@@ -151,7 +197,7 @@ class Detector:
             user=str(user.get("username", "")),
             groups=[str(g) for g in user.get("groups") or []],
             source_ips=[str(i) for i in ev.get("sourceIPs") or []],
-            user_agent=str(ev.get("userAgent", "")),
+            user_agent=str(ev.get("userAgent") or ""),  # None: absent (a lazily parsed event has every field)
             verb=str(ev.get("verb", "")),
             resource=ev["_resource"],
             namespace=str(ref.get("namespace", "")),
@@ -163,6 +209,7 @@ class Detector:
             evidence=[_evidence(ev)],
         )
         self.bursts.add(key, now, alert)
+        self.raised += 1
         if self.keep_alerts:
             self.alerts.append(alert)
         return alert

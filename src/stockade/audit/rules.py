@@ -3,6 +3,7 @@ indexes them by verb and resource, so that an event is tested only against the r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
@@ -11,8 +12,9 @@ from typing import Any
 
 import yaml
 
+from stockade.audit.events import DEFERRABLE, EVENT_FIELDS
 from stockade.model import StockadeError
-from stockade.posture.engine import RuleError, _check_condition, compile_condition
+from stockade.posture.engine import RuleError, _check_condition, compile_condition, compile_group, split_path
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
@@ -36,6 +38,40 @@ class AuditRule:
     description: str = ""
     remediation: str = ""
     output: str = ""
+    tree: Any = None  # that condition as data (macros and lists expanded), for compiling rule groups
+    reads: frozenset[str] = frozenset()  # the event's top-level fields the condition and output read
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")  # {path} in an alert's output template
+
+
+def _top_fields(cond: Any, out: set[str]) -> None:
+    """The top-level event fields a condition reads (inside ``some`` the paths are the list items')."""
+    if not isinstance(cond, dict):
+        return
+    for key in ("all", "any"):
+        if key in cond:
+            for c in cond[key]:
+                _top_fields(c, out)
+            return
+    if "not" in cond:
+        _top_fields(cond["not"], out)
+        return
+    path = cond.get("some", cond.get("field"))
+    parts = split_path(path) if isinstance(path, str) else ()
+    if parts:
+        out.add(parts[0].removesuffix("[*]").removesuffix("{}"))
+
+
+def reads_of(tree: Any, output: str) -> frozenset[str]:
+    """What a rule reads of an event, at the top level: its condition's paths and its output's placeholders."""
+    out: set[str] = set()
+    _top_fields(tree, out)
+    for m in _PLACEHOLDER.finditer(output):
+        parts = split_path(m.group(1))
+        if parts:
+            out.add(parts[0].removesuffix("[*]").removesuffix("{}"))
+    return frozenset(out)
 
 
 def _expand(
@@ -109,6 +145,7 @@ def read_rule(
             _check_condition(e, f"{w}: exceptions[{j}]")
     except RuleError as exc:
         raise AuditRuleError(str(exc)) from None
+    tree = {"all": [cond, {"not": {"any": excs}}]} if excs else cond
     return {
         "id": str(r["id"]),
         "title": str(r["title"]),
@@ -116,10 +153,12 @@ def read_rule(
         "tactics": [str(t) for t in mitre.get("tactics") or []],
         "techniques": [str(t) for t in mitre["techniques"]],
         # one compiled function: the condition holds and no exception does
-        "condition": compile_condition({"all": [cond, {"not": {"any": excs}}]} if excs else cond),
+        "condition": compile_condition(tree),
         "description": str(r.get("description", "")),
         "remediation": str(r["remediation"]),
         "output": str(r.get("output", "")),
+        "tree": tree,
+        "reads": reads_of(tree, str(r.get("output", ""))),
     }
 
 
@@ -179,22 +218,74 @@ def load(extra: list[Path] | None = None) -> list[AuditRule]:
     return load_pack("stockade.audit", extra, parse)
 
 
+# derived fields (audit/events.py enrich) and the fields they come from
+DERIVED = {"_resource": "objectRef", "_podspec": "requestObject", "_containers": "requestObject"}
+
+
+@dataclass(slots=True)
+class Group:
+    """The rules an index entry holds, compiled into one function (``fire``: the rules whose condition holds
+    on an event), and what they read of the parts an event's parse may defer (``wants``; None: the whole event,
+    because some rule reads a field the fast path does not decode)."""
+
+    rules: list[AuditRule]
+    fire: Callable[[Any], list[AuditRule]]
+    wants: frozenset[str] | None
+
+
 class Index:
     """Rules by (verb, resource); a rule without verbs or resources sits under every value of that key."""
 
     def __init__(self, rules: list[AuditRule]) -> None:
         self.rules = rules
-        self._cache: dict[tuple[str, str], list[AuditRule]] = {}
+        self._cache: dict[tuple[str, str], Group | None] = {}
+        self._groups: dict[tuple[int, ...], Group] = {}  # index entries holding the same rules share one
 
     def lookup(self, verb: str, resource: str) -> list[AuditRule]:
+        group = self.group(verb, resource)
+        return group.rules if group is not None else []
+
+    def group(self, verb: str, resource: str) -> Group | None:
+        """The compiled rules for (verb, resource); None when no rule can match."""
         key = (verb, resource)
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = [
-                r
-                for r in self.rules
-                if (r.verbs is None or verb in r.verbs) and (r.resources is None or resource in r.resources)
-            ]
-            if len(self._cache) < 65536:  # bounded: verbs x resources seen
-                self._cache[key] = hit
-        return hit
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        hit = [
+            r
+            for r in self.rules
+            if (r.verbs is None or verb in r.verbs) and (r.resources is None or resource in r.resources)
+        ]
+        group = self._compile(hit) if hit else None
+        if len(self._cache) < 65536:  # bounded: verbs x resources seen
+            self._cache[key] = group
+        return group
+
+    def wants(self, verb: str, resource: str) -> frozenset[str] | None:
+        """The deferred parts of an event (audit/events.py DEFERRABLE) the rules for (verb, resource) read."""
+        group = self._cache.get((verb, resource), _MISSING)  # the group's own lookup, inlined: once per event
+        if group is _MISSING:
+            group = self.group(verb, resource)
+        return group.wants if group is not None else _NOTHING
+
+    def _compile(self, rules: list[AuditRule]) -> Group:
+        ids = tuple(id(r) for r in rules)
+        group = self._groups.get(ids)
+        if group is None:
+            reads = {DERIVED.get(f, f) for r in rules for f in r.reads}
+            wants = None if not reads <= EVENT_FIELDS else frozenset(reads & DEFERRABLE)
+            fire: Callable[[Any], list[AuditRule]]
+            if any(r.tree is None for r in rules):  # rules built by hand, not by read_rule
+
+                def fire(ev: Any, rules: list[AuditRule] = rules) -> list[AuditRule]:
+                    return [r for r in rules if r.condition(ev)]
+
+            else:
+                fire = compile_group([r.tree for r in rules], list(rules))
+            group = self._groups[ids] = Group(rules, fire, wants)
+        return group
+
+
+_NOTHING: frozenset[str] = frozenset()
+_MISSING: Any = object()

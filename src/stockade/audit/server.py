@@ -72,7 +72,7 @@ def create_app(detector: Detector, tokens: list[str], out: IO[bytes], max_body: 
                 for ev in documents_to_events(doc, st):
                     for a in detector.process(ev):
                         alerts.labels(a.rule).inc()
-                        lines.append(orjson.dumps(a.to_dict()) + b"\n")
+                        lines.append(a.to_json() + b"\n")
             if lines:
                 out.write(b"".join(lines))
                 out.flush()

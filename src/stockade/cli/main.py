@@ -648,8 +648,9 @@ def audit_scan(
         raise typer.Exit(EXIT_USAGE)
     with _input_errors():
         stream_out = fmt is AuditFormat.jsonl and output is None
-        # following a log as a stream keeps only the open bursts (bounded memory); a scan reports every alert
-        detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=not (follow and stream_out))
+        # alerts written out as raised (JSON lines to stdout) are not kept: only the open bursts are (bounded
+        # memory); a report at the end (table, JSON, a file) keeps every alert
+        detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=not stream_out)
         tune_gc()
         deltas = _alert_sender(server, cluster, token, "audit")
         if deltas is not None:
@@ -663,13 +664,14 @@ def audit_scan(
             synced[0] = time.monotonic()
         if stream_out:
             for a in new:
-                sys.stdout.buffer.write(orjson.dumps(a.to_dict()) + b"\n")
+                sys.stdout.buffer.write(a.to_json() + b"\n")
             sys.stdout.flush()
 
     with _input_errors():
         for path in paths:
             if str(path) == "-":
-                for _off, ev in aev.parse_stream(sys.stdin.buffer, stats):
+                stdin = open(sys.stdin.fileno(), "rb", buffering=aev.READ_BUFFER, closefd=False)  # noqa: SIM115
+                for _off, ev in aev.parse_stream(stdin, stats, detector.wants):
                     emit(detector.process(ev))
                 continue
             fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
@@ -703,9 +705,9 @@ def audit_scan(
                 option=orjson.OPT_INDENT_2,
             )
         else:
-            data = b"\n".join(orjson.dumps(a.to_dict()) for a in alerts)
+            data = b"\n".join(a.to_json() for a in alerts)
         _write(data, output)
-    if alerts and exit_code:
+    if detector.raised and exit_code:
         raise typer.Exit(exit_code)
 
 
@@ -755,7 +757,7 @@ def _audit_read(
 
     while True:
         last = time.monotonic()
-        for off, ev in aev.read_file(path, stats, fs):
+        for off, ev in aev.read_file(path, stats, fs, detector.wants):
             emit(detector.process(ev))
             if fs is not None:
                 fs.offset = off

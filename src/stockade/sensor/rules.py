@@ -40,6 +40,7 @@ def parse(doc: Any, where: str, lists: dict[str, list[Any]], macros: dict[str, A
         common = read_rule(r, w, lists, macros, {"field": "type", "op": "exists"}, required=("types",))
         if common is None:
             continue
+        del common["tree"], common["reads"]  # for the audit index's rule groups
         types = _expand(r["types"], lists, macros, w)
         if not isinstance(types, list) or not set(types) <= TYPES:
             raise AuditRuleError(f"{w}: types must be a list among {sorted(TYPES)}")
