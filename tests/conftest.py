@@ -133,3 +133,13 @@ def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(SHARED / "data" / "manifests" / "real-manifests.tar.gz") as tf:
         tf.extractall(out, filter="data")
     return out
+
+
+def rpm_vercmp_batch(pairs: list[tuple[str, str]]) -> list[int]:
+    """rpm's own EVR comparison, through rpm's embedded Lua (rpm.vercmp): -1, 0 or 1 for each pair."""
+    if shutil.which("rpm") is None:
+        pytest.fail("Debian's rpm is the oracle")
+    body = ";".join(f"io.write(rpm.vercmp({json.dumps(a)}, {json.dumps(b)}), ' ')" for a, b in pairs)
+    out = subprocess.run(["rpm", "--eval", f"%{{lua:{body}}}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [int(x) for x in out.stdout.split()]

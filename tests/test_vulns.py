@@ -13,10 +13,11 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import semver
-from conftest import SHARED, libapt_lt
+from conftest import SHARED, libapt_lt, rpm_vercmp_batch
 
 from stockade.inventory import catalog_image
 from stockade.match.matcher import match
@@ -324,6 +325,102 @@ def test_almalinux_osv(vulndb: VulnDB) -> None:
     pkg = Package(name="grub2-common", version="1:2.00-1.el9", ecosystem="rpm")
     found = {f.vuln_id for f in match_package(vulndb, pkg, OSInfo("alma", "9.3"), [])}
     assert found == expected
+
+
+# AlmaLinux 9 binary packages and the source packages they are built from (as in AlmaLinux's repositories)
+ALMA_PACKAGES = {
+    "openssl-libs": "openssl", "libcurl": "curl", "glibc": "glibc", "sudo": "sudo", "systemd": "systemd",
+    "expat": "expat", "libxml2": "libxml2", "vim-minimal": "vim", "python3": "python3.9", "gnutls": "gnutls",
+    "tar": "tar", "bash": "bash",
+}  # fmt: skip
+SPEC = """Name: {src}
+Version: {version}
+Release: {release}
+{epoch}Summary: stockade test package
+License: MIT
+BuildArch: noarch
+%description
+A package with no files, for an rpm database fixture.
+"""
+SUBPACKAGE = "%package -n {name}\nSummary: {name}\n%description -n {name}\nBuilt from {src}.\n%files -n {name}\n"
+
+
+def _alma_records(docs: dict[str, Any]) -> dict[str, list[tuple[str, str | None]]]:
+    """(ALSA id, fixed version or None) of every AlmaLinux 9 record naming each package of ALMA_PACKAGES; the
+    records themselves go into ``docs``."""
+    out: dict[str, list[tuple[str, str | None]]] = {n: [] for n in ALMA_PACKAGES}
+    with tarfile.open(VULN / "AlmaLinux+osv-database.tar.gz") as tf:
+        for m in tf:
+            if "/almalinux9/" not in m.name or not m.name.endswith(".json"):
+                continue
+            doc = json.load(tf.extractfile(m))  # type: ignore[arg-type]
+            if doc.get("withdrawn"):
+                continue
+            docs[doc["id"]] = doc
+            for a in doc["affected"]:
+                if a["package"]["ecosystem"] == "AlmaLinux:9" and a["package"]["name"] in out:
+                    fixed = [e["fixed"] for r in a.get("ranges", []) for e in r["events"] if "fixed" in e]
+                    out[a["package"]["name"]].append((doc["id"], fixed[0] if fixed else None))
+    return out
+
+
+def test_almalinux_rpm_database(vulndb: VulnDB, tmp_path: Path) -> None:
+    """An AlmaLinux 9 root whose rpm database (SQLite) is written by rpm itself, each package installed at
+    the fix of one of its own advisories: the scan reports exactly the advisories whose fixed version is
+    newer by rpm's own comparison (rpm.vercmp). Binary names differ from source names (openssl-libs from
+    openssl), as AlmaLinux's OSV records name binary packages."""
+    if subprocess.run(["rpmbuild", "--version"], capture_output=True).returncode != 0:
+        pytest.fail("Debian's rpm (rpmbuild) builds the fixture")
+    docs: dict[str, Any] = {}
+    records = _alma_records(docs)
+    root, top = tmp_path / "root", tmp_path / "rpmbuild"
+    installed: dict[str, str] = {}
+    for name, src in ALMA_PACKAGES.items():
+        fixes = sorted({f for _id, f in records[name] if f})
+        assert len(fixes) >= 1, name
+        evr = fixes[len(fixes) // 2]  # one of its own fixes: advisories on both sides of it
+        epoch, _, vr = evr.rpartition(":")
+        version, _, release = vr.rpartition("-")
+        spec = tmp_path / f"{name}.spec"
+        text = SPEC + (SUBPACKAGE if name != src else "%files\n")
+        spec.write_text(text.format(src=src, name=name, version=version, release=release,
+                                    epoch=f"Epoch: {epoch}\n" if epoch else ""))  # fmt: skip
+        subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", str(spec)], check=True,
+                       capture_output=True)  # fmt: skip
+        installed[name] = evr if epoch else f"0:{evr}"
+    rpm = ["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm"]
+    subprocess.run([*rpm, "--initdb"], check=True, capture_output=True)
+    subprocess.run([*rpm, "-i", "--justdb", "--nodeps", "--noscripts", "--nosignature", "--nodigest",
+                    *map(str, sorted(top.rglob("*.rpm")))], check=True, capture_output=True)  # fmt: skip
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text('NAME="AlmaLinux"\nID="almalinux"\nVERSION_ID="9.4"\n'
+                                         'ID_LIKE="rhel centos fedora"\nPRETTY_NAME="AlmaLinux 9.4"\n')  # fmt: skip
+    qa = subprocess.run([*rpm, "-qa", "--qf", "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{SOURCERPM}\n"],
+                        check=True, capture_output=True, text=True).stdout.split("\n")  # fmt: skip
+    assert {x.split()[0]: x.split()[1] for x in qa if x} == installed  # rpm's own reading of what it wrote
+    assert any(x.startswith("openssl-libs ") and " openssl-" in x for x in qa)
+
+    pairs = [(installed[n], f if ":" in f else f"0:{f}") for n in ALMA_PACKAGES for _id, f in records[n] if f]
+    newer = iter(c < 0 for c in rpm_vercmp_batch(pairs))
+    expected = {(vid, n) for n in ALMA_PACKAGES for vid, f in records[n] if f is None or next(newer)}
+    assert len(expected) >= 20 and len(expected) < sum(len(r) for r in records.values())
+
+    out = subprocess.run(
+        [sys.executable, "-m", "stockade.cli.main", "scan", "--db", str(vulndb.path), "-q", "-f", "json",
+         "--severity", "CRITICAL,HIGH,MEDIUM,LOW,UNKNOWN", str(root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["os"]["family"] == "alma"
+    found = {(f["id"], f["package"]) for f in doc["findings"]}
+    assert found == expected
+    ratings = {"Critical": "CRITICAL", "Important": "HIGH", "Moderate": "MEDIUM", "Low": "LOW"}
+    for f in doc["findings"]:
+        assert f["installed_version"].removeprefix("0:") == installed[f["package"]].removeprefix("0:")
+        alsa = docs[f["id"]]  # the erratum's own rating ("Important: ...") and the CVEs it fixes
+        assert f["severity"] == ratings[alsa["summary"].split(":")[0]], (f["id"], alsa["summary"])
+        assert set(f["aliases"]) == set(alsa.get("related", [])), f["id"]
 
 
 def _alpine_scan(fixtures_dir: Path, vulndb: VulnDB, *extra: str) -> subprocess.CompletedProcess[str]:

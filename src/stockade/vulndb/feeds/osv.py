@@ -78,6 +78,13 @@ def _ranges(events: list[dict[str, Any]]) -> list[tuple[str | None, str | None, 
     return out
 
 
+# Red Hat-style errata in OSV (AlmaLinux ALSA/ALBA/ALEA, Rocky RLSA...): the distro rates each erratum in its
+# summary ("Important: openssl security update") and lists the CVEs it fixes under "related". They are read as
+# RHEL's OVAL errata are: the distro's rating as the severity, the CVEs as aliases (for KEV, EPSS and CVSS).
+_ERRATUM_ID = re.compile(r"[A-Z]{2,5}-\d{4}:\d+")
+_ERRATUM_RATING = re.compile(r"(Critical|Important|Moderate|Low): ")
+
+
 def parse(doc: Any, source: str) -> Advisory:
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
         raise FeedError("not an OSV record (no id)")
@@ -101,6 +108,12 @@ def parse(doc: Any, source: str) -> Advisory:
     adv.cvss_score = best
     dbs = doc.get("database_specific") or {}
     adv.severity = normalize(dbs.get("severity")) if isinstance(dbs, dict) and dbs.get("severity") else from_score(best)
+    if _ERRATUM_ID.fullmatch(adv.id):
+        rating = _ERRATUM_RATING.match(str(doc.get("summary") or ""))
+        if rating and not (isinstance(dbs, dict) and dbs.get("severity")):
+            adv.severity = normalize(rating.group(1))
+        if not adv.aliases:
+            adv.aliases = [str(c) for c in doc.get("related") or [] if str(c).startswith("CVE-")]
     affected = doc.get("affected")
     if not isinstance(affected, list) or not affected:
         raise FeedError(f"{adv.id}: no affected packages")
