@@ -14,7 +14,14 @@ import yaml
 
 from stockade.audit.events import DEFERRABLE, EVENT_FIELDS
 from stockade.model import StockadeError
-from stockade.posture.engine import RuleError, _check_condition, compile_condition, compile_group, split_path
+from stockade.posture.engine import (
+    RuleError,
+    _check_condition,
+    compile_condition,
+    compile_group,
+    root_paths,
+    split_path,
+)
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
@@ -45,33 +52,10 @@ class AuditRule:
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")  # {path} in an alert's output template
 
 
-def _top_fields(cond: Any, out: set[str]) -> None:
-    """The top-level event fields a condition reads (inside ``some`` the paths are the list items')."""
-    if not isinstance(cond, dict):
-        return
-    for key in ("all", "any"):
-        if key in cond:
-            for c in cond[key]:
-                _top_fields(c, out)
-            return
-    if "not" in cond:
-        _top_fields(cond["not"], out)
-        return
-    path = cond.get("some", cond.get("field"))
-    parts = split_path(path) if isinstance(path, str) else ()
-    if parts:
-        out.add(parts[0].removesuffix("[*]").removesuffix("{}"))
-
-
 def reads_of(tree: Any, output: str) -> frozenset[str]:
     """What a rule reads of an event, at the top level: its condition's paths and its output's placeholders."""
-    out: set[str] = set()
-    _top_fields(tree, out)
-    for m in _PLACEHOLDER.finditer(output):
-        parts = split_path(m.group(1))
-        if parts:
-            out.add(parts[0].removesuffix("[*]").removesuffix("{}"))
-    return frozenset(out)
+    paths = [*root_paths(tree), *(split_path(m.group(1)) for m in _PLACEHOLDER.finditer(output))]
+    return frozenset(p[0].removesuffix("[*]").removesuffix("{}") for p in paths if p)
 
 
 def _expand(

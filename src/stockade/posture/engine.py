@@ -364,19 +364,22 @@ def _scalar_prefix(parts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _root_paths(cond: dict[str, Any], out: list[tuple[str, ...]]) -> None:
-    """The plain-key prefixes of every path that ``cond`` walks from the node itself (not inside ``some``)."""
+def root_paths(cond: Any) -> Iterator[tuple[str, ...]]:
+    """The split path of every test and ``some`` that ``cond`` makes from the node itself (the paths inside a
+    ``some`` are its items')."""
+    if not isinstance(cond, dict):
+        return
     for key in ("all", "any"):
         if key in cond:
             for c in cond[key]:
-                _root_paths(c, out)
+                yield from root_paths(c)
             return
     if "not" in cond:
-        _root_paths(cond["not"], out)
-    elif "some" in cond:
-        out.append(_scalar_prefix(split_path(cond["some"])))
-    else:
-        out.append(_scalar_prefix(split_path(cond["field"])))
+        yield from root_paths(cond["not"])
+        return
+    path = cond.get("some", cond.get("field"))
+    if isinstance(path, str):
+        yield split_path(path)
 
 
 def compile_group(conds: list[dict[str, Any]], tags: list[Any]) -> Callable[[Any], list[Any]]:
@@ -394,9 +397,7 @@ def compile_group(conds: list[dict[str, Any]], tags: list[Any]) -> Callable[[Any
     for ks in keys:
         for k in set(ks):
             uses[k] = uses.get(k, 0) + 1
-    paths: list[tuple[str, ...]] = []
-    for c in conds:
-        _root_paths(c, paths)
+    paths = [_scalar_prefix(p) for c in conds for p in root_paths(c)]
     counts: dict[tuple[str, ...], int] = {}
     for path in paths:
         if path:
