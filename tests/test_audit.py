@@ -12,10 +12,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from stockade.audit.detect import Detector
-from stockade.audit.events import DEFERRABLE, FileState, Stats, documents_to_events, parse_stream, read_file
+from stockade.audit.events import (
+    DEFERRABLE,
+    FileState,
+    Stats,
+    documents_to_events,
+    parse_batch,
+    parse_stream,
+    read_file,
+)
 from stockade.audit.rules import AuditRuleError, Index, load, parse
 from stockade.posture.engine import compile_group
 
@@ -282,6 +291,27 @@ def test_lazy_parsing_gives_the_same_alerts_and_stats(traces: Path, tmp_path: Pa
         assert (lazy_st.events, lazy_st.malformed, lazy_st.reasons) == (full_st.events, full_st.malformed,
                                                                          full_st.reasons), path.name
     assert len(_alerts(full)) > 20  # the mixed log raises what the attack traces raise
+
+
+def test_webhook_batches_are_parsed_lazily_with_the_same_alerts(traces: Path, tmp_path: Path) -> None:
+    """An EventList body (the webhook backend's) read item by item as lines are (parse_batch) gives the alerts
+    and counts of parsing it whole; anything else is left to the general path."""
+    items = [orjson.loads(line) for line in _mixed(traces, tmp_path).read_bytes().splitlines()]
+    body = orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [*items, 1, {"kind": "Event"},
+                         {"kind": "EventList", "items": items[:3]}]})  # fmt: skip
+    runs = []
+    for lazy in (False, True):
+        st, d = Stats(), Detector(load())
+        evs = parse_batch(body, st, d.wants) if lazy else documents_to_events(orjson.loads(body), st)
+        assert evs is not None
+        for ev in evs:
+            d.process(ev)
+        runs.append((_alerts(d), st.events, st.reasons))
+    assert runs[0] == runs[1] and len(runs[0][0]) > 20 and runs[0][1] > len(items)
+    assert runs[0][2]["not a JSON object"] == 1 and runs[0][2]["event without verb or user"] == 1
+    not_lists = [orjson.dumps({"kind": "EventList", "items": {}}), '{"kind": "EventList", "items": ["é"]}'.encode()]
+    for other in (b"\n".join(orjson.dumps(i) for i in items[:2]), orjson.dumps(items[0]), b"[1]", b"{", *not_lists):
+        assert parse_batch(other, Stats(), lambda verb, res: DEFERRABLE) is None, other
 
 
 def test_rule_groups_agree_with_each_rule_on_real_events(traces: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from stockade.audit.detect import Detector
-from stockade.audit.events import Stats, documents_to_events
+from stockade.audit.events import Stats, documents_to_events, parse_batch
 from stockade.web import BodyTooLarge, read_body
 
 log = logging.getLogger("stockade.audit")
@@ -56,23 +56,25 @@ def create_app(detector: Detector, tokens: list[str], out: IO[bytes], max_body: 
         except BodyTooLarge as exc:
             rejected.labels("too_large").inc()
             return Response(orjson.dumps({"error": str(exc)}), status_code=413, media_type=JSON)
-        try:
-            docs = [orjson.loads(body)]
-        except orjson.JSONDecodeError:
-            try:  # JSON lines, as some forwarders batch them
-                docs = [orjson.loads(line) for line in body.splitlines() if line.strip()]
-            except orjson.JSONDecodeError as exc:
-                rejected.labels("not_json").inc()
-                log.warning("audit batch is not JSON: %s", exc)
-                return Response(orjson.dumps({"error": f"not JSON ({exc})"}), status_code=400, media_type=JSON)
         st = Stats()
+        evs = parse_batch(body, st, detector.wants)  # an EventList, parsed lazily (as `audit scan` reads lines)
+        if evs is None:
+            try:
+                docs = [orjson.loads(body)]
+            except orjson.JSONDecodeError:
+                try:  # JSON lines, as some forwarders batch them
+                    docs = [orjson.loads(line) for line in body.splitlines() if line.strip()]
+                except orjson.JSONDecodeError as exc:
+                    rejected.labels("not_json").inc()
+                    log.warning("audit batch is not JSON: %s", exc)
+                    return Response(orjson.dumps({"error": f"not JSON ({exc})"}), status_code=400, media_type=JSON)
+            evs = (ev for doc in docs for ev in documents_to_events(doc, st))
         lines = []
         with lock:  # one detector: dedup across batches
-            for doc in docs:
-                for ev in documents_to_events(doc, st):
-                    for a in detector.process(ev):
-                        alerts.labels(a.rule).inc()
-                        lines.append(a.to_json() + b"\n")
+            for ev in evs:
+                for a in detector.process(ev):
+                    alerts.labels(a.rule).inc()
+                    lines.append(a.to_json() + b"\n")
             if lines:
                 out.write(b"".join(lines))
                 out.flush()
