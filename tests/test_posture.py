@@ -116,6 +116,16 @@ def _pod(pod_sc: dict, container_sc: dict) -> list:
     ]
 
 
+def test_a_pod_without_spec_is_assessed_without_error(tmp_path: Path) -> None:
+    """A Pod with no spec (invalid, but a manifest can hold one) stopped `stockade posture` with a KeyError."""
+    (tmp_path / "pod.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")
+    out = subprocess.run([sys.executable, "-m", "stockade.cli.main", "posture", "-f", "json", str(tmp_path)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    rules = {f["rule"] for f in json.loads(out.stdout)["findings"]}
+    assert "STK-WL-008" in rules  # the object-level checks still run: it is in the default namespace
+
+
 def test_pod_security_context_is_inherited() -> None:
     """PSS: a container inherits runAsNonRoot and seccompProfile from the pod unless it sets its own."""
     rules = [r for r in load_rules() if r.id in ("STK-PSS-R-003", "STK-PSS-R-005")]

@@ -190,7 +190,7 @@ def pod_template_of(obj: dict[str, Any], kind: str, custom: bool = True) -> dict
     if not isinstance(spec, dict):
         return None
     if kind == "Pod":
-        return obj
+        return obj if isinstance(obj.get("spec"), dict) else None
     if kind == "CronJob":
         tmpl = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
     elif kind in WORKLOAD_KINDS:
