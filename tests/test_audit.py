@@ -612,3 +612,47 @@ def test_mutated_real_lines_read_the_same_on_both_paths(
         if "double" in str(exc):
             return
     assert runs[0] == runs[1], doc
+
+
+_ODD_VALUES = [None, 1, 0, 1.5, True, "", "x", "*", [], {}, [1], ["x"], {"a": 1}, [None], [{}], {"spec": None},
+               {"containers": "x"}, {"containers": [None, 1, "x"]}]  # fmt: skip
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for k, v in items:
+        out += _paths(v, (*prefix, k))
+    return out
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hst.data())
+def test_fields_of_any_type_never_stop_the_engine(
+    _fuzz_lines: list[bytes], _rules: list[Any], data: hst.DataObject
+) -> None:
+    """Found by fuzzing: a crafted event with a number where a list belongs (groups, sourceIPs, a pod's
+    containers) stopped the engine. Real events with values swapped for values of other types: no traceback,
+    and the same alerts lazily, from an EventList and in full."""
+    doc = orjson.loads(data.draw(hst.sampled_from(_fuzz_lines)))
+    for _ in range(data.draw(hst.integers(1, 3))):
+        *parent, last = data.draw(hst.sampled_from(_paths(doc)))
+        node = doc
+        for p in parent:
+            node = node[p]
+        node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD_VALUES)))
+    line = orjson.dumps(doc)
+    runs = []
+    for mode in ("full", "lazy", "batch"):
+        stats, d = Stats(), Detector(_rules)
+        if mode == "batch":
+            evs = parse_batch(orjson.dumps({"kind": "EventList", "items": [doc]}), stats, d.wants)
+            assert evs is not None
+        else:
+            wants = d.wants if mode == "lazy" else None
+            evs = (ev for _off, ev in parse_stream(io.BytesIO(line + b"\n"), stats, wants))
+        alerts = [a for ev in evs for a in d.process(ev)]
+        for a in alerts:
+            assert b"\n" not in a.to_json() and a.to_dict()["rule"] == a.rule
+        runs.append((stats.events, stats.reasons, sorted((a.rule, a.user, a.message) for a in alerts)))
+    assert runs[0] == runs[1] == runs[2], line

@@ -81,6 +81,11 @@ def _evidence(ev: dict[str, Any]) -> bytes:
     return orjson.dumps({k: v for k, v in ev.items() if not k.startswith("_")})
 
 
+def _strings(value: Any) -> list[str]:
+    """A list field of an event as strings (anything but a list, as a crafted event may hold: none)."""
+    return [str(x) for x in value] if isinstance(value, list) else []
+
+
 def tune_gc() -> None:
     """For a long stream of events: freeze what is loaded (the compiled rules) and run the collector's young
     passes less often. Parsed events hold no cycles and go with their last reference; the default thresholds made
@@ -195,8 +200,8 @@ class Detector:
             time=ts,
             last_time=ts,
             user=str(user.get("username", "")),
-            groups=[str(g) for g in user.get("groups") or []],
-            source_ips=[str(i) for i in ev.get("sourceIPs") or []],
+            groups=_strings(user.get("groups")),
+            source_ips=_strings(ev.get("sourceIPs")),
             user_agent=str(ev.get("userAgent") or ""),  # None: absent (a lazily parsed event has every field)
             verb=str(ev.get("verb", "")),
             resource=ev["_resource"],

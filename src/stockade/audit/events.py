@@ -105,12 +105,8 @@ def _enrich_pod(ev: dict[str, Any]) -> None:
         return
     spec = tmpl["spec"]
     ev["_podspec"] = spec
-    ctrs = [
-        c
-        for k in ("containers", "initContainers", "ephemeralContainers")
-        for c in (spec.get(k) or [])
-        if isinstance(c, dict)
-    ]
+    lists = [spec.get(k) for k in ("containers", "initContainers", "ephemeralContainers")]
+    ctrs = [c for cs in lists if isinstance(cs, list) for c in cs if isinstance(c, dict)]
     for c in ctrs:  # the image with Docker's defaults made explicit, for registry rules
         c["_image_ref"] = _image_ref(str(c.get("image") or ""))
     ev["_containers"] = ctrs
