@@ -3,16 +3,21 @@ the badPods directory names (what each pod is built to abuse) and Trivy's KSV ch
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import subprocess
 import sys
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import trivy_bin
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from stockade.model import StockadeError
 from stockade.posture.engine import RuleError, evaluate, load_rules, parse_rules
@@ -657,3 +662,52 @@ def test_an_extra_rule_replaces_the_builtin_of_the_same_id(tmp_path: Path) -> No
         "spec": {"containers": [{"name": "c", "image": "nginx"}]},
     }
     assert "STK-WL-014" in {f.rule.id for f in evaluate(rules, [to_resource(pod)], cross=False)}
+
+
+_ODD_VALUES = [None, 1, 0, 1.5, True, "", "x", "*", [], {}, [1], ["x"], {"a": 1}, [None], [{}], {"spec": None},
+               {"containers": "x"}, {"containers": [None, 1, "x"]}]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def _objects(manifests: Path) -> list[dict[str, object]]:
+    out = []
+    for p in sorted(manifests.rglob("*.yaml")):
+        with contextlib.suppress(yaml.YAMLError):
+            out += [d for d in yaml.safe_load_all(p.read_text()) if isinstance(d, dict)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def _pack() -> list[Any]:
+    return load_rules()
+
+
+def _paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out = [prefix] if prefix else []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for k, v in items:
+        out += _paths(v, (*prefix, k))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(hst.data())
+def test_manifests_with_fields_of_any_type_never_stop_the_engine(
+    _objects: list[dict[str, object]], _pack: list[Any], data: hst.DataObject
+) -> None:
+    """Found by fuzzing: a list where a mapping belongs (a CronJob's jobTemplate, a container's
+    securityContext, a binding's subjects) stopped `stockade posture`. Real manifests with values swapped for
+    values of other types are assessed without an error, cross-object checks included."""
+    docs = [copy.deepcopy(d) for d in data.draw(hst.lists(hst.sampled_from(_objects), min_size=1, max_size=6))]
+    for doc in docs:
+        for _ in range(data.draw(hst.integers(0, 3))):
+            paths = _paths(doc)
+            if not paths:
+                break
+            *parent, last = data.draw(hst.sampled_from(paths))
+            node: Any = doc
+            for p in parent:
+                node = node[p]
+            node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD_VALUES)))
+    findings = evaluate(_pack, [to_resource(d, "fuzz") for d in docs])
+    assert all(f.rule.id for f in findings)

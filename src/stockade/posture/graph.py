@@ -77,9 +77,16 @@ class Subject:
     namespace: str = ""
 
 
-def _admin_like(rules: list[dict[str, Any]]) -> bool:
-    for r in rules or []:
-        verbs, res = set(r.get("verbs") or []), set(r.get("resources") or [])
+def _strs(value: Any) -> set[str]:
+    """A list of names as a set of strings (anything else, as a hand-written manifest may hold: empty)."""
+    return {str(x) for x in value} if isinstance(value, list) else set()
+
+
+def _admin_like(rules: Any) -> bool:
+    for r in rules if isinstance(rules, list) else []:
+        if not isinstance(r, dict):
+            continue
+        verbs, res = _strs(r.get("verbs")), _strs(r.get("resources"))
         if "*" in verbs and "*" in res:
             return True
         if verbs & {"escalate", "bind", "impersonate"}:
@@ -92,21 +99,26 @@ def admin_subjects(resources: list[Resource]) -> dict[Subject, list[Resource]]:
     powerful_cluster = {"cluster-admin"}
     powerful_ns: set[tuple[str, str]] = set()
     for r in resources:
-        if r.kind == "ClusterRole" and _admin_like(r.raw.get("rules") or []):
+        if r.kind == "ClusterRole" and _admin_like(r.raw.get("rules")):
             powerful_cluster.add(r.name)
-        elif r.kind == "Role" and _admin_like(r.raw.get("rules") or []):
+        elif r.kind == "Role" and _admin_like(r.raw.get("rules")):
             powerful_ns.add((r.namespace, r.name))
     out: dict[Subject, list[Resource]] = defaultdict(list)
     for b in resources:
         if b.kind not in ("ClusterRoleBinding", "RoleBinding"):
             continue
-        ref = b.raw.get("roleRef") or {}
-        strong = (ref.get("kind") == "ClusterRole" and ref.get("name") in powerful_cluster) or (
-            ref.get("kind") == "Role" and (b.namespace, ref.get("name")) in powerful_ns
+        ref = b.raw.get("roleRef")
+        ref = ref if isinstance(ref, dict) else {}
+        name = str(ref.get("name"))
+        strong = (ref.get("kind") == "ClusterRole" and name in powerful_cluster) or (
+            ref.get("kind") == "Role" and (b.namespace, name) in powerful_ns
         )
-        if not strong:
+        subjects = b.raw.get("subjects")
+        if not strong or not isinstance(subjects, list):
             continue
-        for s in b.raw.get("subjects") or []:
+        for s in subjects:
+            if not isinstance(s, dict):
+                continue
             ns = s.get("namespace", b.namespace if s.get("kind") == "ServiceAccount" else "")
             out[Subject(str(s.get("kind", "")), str(s.get("name", "")), str(ns or ""))].append(b)
     return out
@@ -125,7 +137,7 @@ def analyze(resources: list[Resource]) -> list[PostureFinding]:
     all_sa_groups = {s.name for s in admins if s.kind == "Group"}
     workloads = [(r, spec) for r in resources if (spec := pod_spec(r)) is not None]
     for r, spec in workloads:
-        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        sa = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
         ns = r.namespace or "default"
         if (ns, sa) in admin_sas or {"system:serviceaccounts", f"system:serviceaccounts:{ns}"} & all_sa_groups:
             findings.append(PostureFinding(WORKLOAD_ADMIN_SA, r, f"serviceAccount {sa}"))

@@ -138,10 +138,21 @@ def _documents(path: Path) -> Iterator[Any]:
         raise ManifestError(f"{path}:{line} malformed YAML ({str(exc).splitlines()[0]})") from None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """A mapping field of an object, or {} when it holds something else (a hand-written manifest or a crafted
+    request may put anything anywhere)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _objects(doc: Any) -> Iterator[dict[str, Any]]:
     if not isinstance(doc, dict):
         return
-    if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):  # kubectl get -o json/yaml
+    kind = doc.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):  # kubectl get -o
         for item in doc["items"]:
             yield from _objects(item)
     elif doc.get("kind"):
@@ -149,7 +160,7 @@ def _objects(doc: Any) -> Iterator[dict[str, Any]]:
 
 
 def to_resource(obj: dict[str, Any], source: str = "") -> Resource:
-    meta = obj.get("metadata") or {}
+    meta = _dict(obj.get("metadata"))
     return Resource(
         kind=str(obj.get("kind", "")),
         api_version=str(obj.get("apiVersion", "")),
@@ -157,8 +168,8 @@ def to_resource(obj: dict[str, Any], source: str = "") -> Resource:
         namespace=str(meta.get("namespace", "") or ""),
         raw=obj,
         source=source,
-        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
-        annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+        labels={str(k): str(v) for k, v in _dict(meta.get("labels")).items()},
+        annotations={str(k): str(v) for k, v in _dict(meta.get("annotations")).items()},
     )
 
 
@@ -192,7 +203,7 @@ def pod_template_of(obj: dict[str, Any], kind: str, custom: bool = True) -> dict
     if kind == "Pod":
         return obj if isinstance(obj.get("spec"), dict) else None
     if kind == "CronJob":
-        tmpl = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
+        tmpl = _dict(_dict(spec.get("jobTemplate")).get("spec")).get("template")
     elif kind in WORKLOAD_KINDS:
         tmpl = spec.get("template")
     elif custom:
@@ -212,7 +223,7 @@ def _find_template(node: Any, depth: int) -> dict[str, Any] | None:
     if depth > 6 or not isinstance(node, dict):
         return None
     tmpl = node.get("template")
-    if isinstance(tmpl, dict) and isinstance((tmpl.get("spec") or {}).get("containers"), list):
+    if isinstance(tmpl, dict) and isinstance(_dict(tmpl.get("spec")).get("containers"), list):
         return tmpl
     for v in node.values():
         found = _find_template(v, depth + 1)
@@ -223,13 +234,13 @@ def _find_template(node: Any, depth: int) -> dict[str, Any] | None:
 
 def containers(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(kind, effective container) for every container; the pod securityContext fills what it leaves unset."""
-    pod_sc = spec.get("securityContext") or {}
+    pod_sc = _dict(spec.get("securityContext"))
     for kind in ("initContainers", "containers", "ephemeralContainers"):
-        for c in spec.get(kind) or []:
+        for c in _list(spec.get(kind)):
             if not isinstance(c, dict):
                 continue
             eff = copy.copy(c)
-            sc = dict(c.get("securityContext") or {})
+            sc = dict(_dict(c.get("securityContext")))
             for key in INHERITED:
                 if key not in sc and key in pod_sc:
                     sc[key] = pod_sc[key]
