@@ -6,6 +6,7 @@ Skipped, with the reason, where eBPF is unavailable."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import json
 import os
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from stockade.sensor.adapters import convert
 from stockade.sensor.detect import Detector
@@ -312,6 +315,45 @@ def test_falco_and_tetragon_events_through_the_rules() -> None:
         assert ev is not None
         d.process(ev)
     assert {(a.rule, a.name) for a in d.alerts} == {("STK-RT-005", "web-1"), ("STK-RT-012", "debug")}
+
+
+_FALCO = {"output": "...", "rule": "Write below etc", "output_fields": {
+    "evt.type": "openat", "proc.exepath": "/bin/bash", "proc.cmdline": "bash -i", "proc.pid": 10, "proc.ppid": 1,
+    "user.uid": 0, "container.id": "abc", "k8s.pod.name": "web", "k8s.ns.name": "default",
+    "container.image.repository": "nginx", "fd.name": "/etc/shadow", "evt.arg.flags": "O_RDWR", "fd.sip": "1.2.3.4",
+    "fd.sport": 4444, "proc.pname": "sh", "proc.pexepath": "/bin/sh", "evt.rawtime": 123}}  # fmt: skip
+_TETRAGON = {"process_exec": {"process": {"binary": "/usr/bin/nsenter", "arguments": "-t 1 -m sh", "pid": 5, "uid": 0,
+                                          "pod": {"name": "p", "namespace": "n",
+                                                  "container": {"id": "c", "image": {"name": "img"}}}},
+                              "parent": {"binary": "/bin/sh", "pid": 1}}}  # fmt: skip
+_ODD = [None, 1, 0, 1.5, True, "", "abc", [], {}, [1], {"a": 1}, "connect", "execve", 10**30, float("nan")]
+
+
+def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [prefix] if prefix else []
+    for k, v in node.items() if isinstance(node, dict) else []:
+        out += _leaves(v, (*prefix, k))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(hst.data())
+def test_other_sensors_events_of_any_shape_never_stop_the_engine(data: hst.DataObject) -> None:
+    """Found by fuzzing: a Falco or Tetragon event with a number, list or map where a string or number belongs
+    (container.id, proc.pid "abc", process.pod a list) stopped `stockade sensor ingest`. Now it is converted with
+    what can be read, or skipped."""
+    doc = copy.deepcopy(data.draw(hst.sampled_from([_FALCO, _TETRAGON])))
+    for _ in range(data.draw(hst.integers(1, 3))):
+        *parent, last = data.draw(hst.sampled_from(_leaves(doc)))
+        node = doc
+        for p in parent:
+            node = node[p]
+        node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD)))
+    ev = convert(doc)
+    if ev is not None:
+        assert all(isinstance(v, str) for v in ev["container"].values())
+        for a in Detector(load()).process(ev):
+            assert a.to_dict()["rule"] == a.rule
 
 
 def test_manifests_split_collector_and_publisher() -> None:
