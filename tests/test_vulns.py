@@ -162,6 +162,42 @@ def test_bad_feed_records_are_counted_not_fatal(tmp_path: Path) -> None:
     assert [vid for vid, _ in db.affected("pypi", "", "flask")] == ["GOOD-1"]
 
 
+def test_a_bad_entry_of_a_catalog_keeps_the_others(tmp_path: Path) -> None:
+    """Files holding many records (CISA's KEV catalog, an Alpine secdb branch): one entry of the wrong shape is
+    counted, and every other entry of the real file is still imported (a list as a cveID once crashed the
+    build in SQLite; a number as a package dropped its whole branch)."""
+    with tarfile.open(VULN / "cisagov+kev-data.tar.gz") as tf:
+        kev_doc = json.load(tf.extractfile("cisagov+kev-data/known_exploited_vulnerabilities.json"))  # type: ignore[arg-type]
+    with tarfile.open(VULN / "pschou+oval.tar.gz") as tf:
+        sec_doc = json.load(tf.extractfile("pschou+oval/alpine/v3.10/main.json"))  # type: ignore[arg-type]
+    cves = [v["cveID"] for v in kev_doc["vulnerabilities"]]
+    kev_doc["vulnerabilities"][0]["cveID"] = {"not": "an id"}
+    kev_doc["vulnerabilities"][1] = 7
+    first = sec_doc["packages"][0]["pkg"]["name"]
+    sec_doc["packages"][0] = 3.5
+    sec_doc["packages"][1]["pkg"]["secfixes"] = ["not", "a", "map"]
+    second = sec_doc["packages"][1]["pkg"]["name"]
+    feed = tmp_path / "feed"
+    (feed / "alpine" / "v3.10").mkdir(parents=True)
+    (feed / "known_exploited_vulnerabilities.json").write_text(json.dumps(kev_doc))
+    (feed / "alpine" / "v3.10" / "main.json").write_text(json.dumps(sec_doc))
+    rep = build([feed], tmp_path / "v.db")
+    kev_st, sec_st = rep.sources["feed"], rep.sources["feed/alpine"]
+    assert (kev_st.records, kev_st.bad) == (len(cves) - 2, 2), kev_st.errors
+    assert sec_st.bad == 2 and sec_st.records > 100, sec_st.errors
+    db = VulnDB(tmp_path / "v.db")
+    assert all(db.kev(c) for c in cves[2:]) and not db.kev(cves[1])
+    kept = {
+        p["pkg"]["name"]
+        for p in sec_doc["packages"][2:]
+        for fixed, ids in (p["pkg"].get("secfixes") or {}).items()
+        if fixed not in ("0", "0-r0") and any(str(i).startswith("CVE-") for i in ids or [])
+    }
+    assert kept and all(list(db.affected("apk", "alpine:3.10", name)) for name in kept)
+    assert not list(db.affected("apk", "alpine:3.10", first)) or first in kept
+    assert not list(db.affected("apk", "alpine:3.10", second)) or second in kept
+
+
 def test_failed_build_keeps_the_old_database(tmp_path: Path) -> None:
     dest = tmp_path / "v.db"
     good = tmp_path / "feed" / "vulns"

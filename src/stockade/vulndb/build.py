@@ -250,8 +250,11 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
         stats.records += len(scores)
         return
     if kind == "nvd":
-        for adv in enrich.nvd_page(orjson.loads(data), stats.name):
+        errors = []
+        for adv in enrich.nvd_page(orjson.loads(data), stats.name, errors):
             add(adv)
+        for e in errors:
+            stats.fail(path, e)
         return
     if kind == "debian-dsa":
         errors = []
@@ -262,9 +265,12 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
         return
     doc = _load(kind, data)
     if kind == "kev":
-        rows = kev.parse(doc)
+        errors = []
+        rows = kev.parse(doc, errors)
         writer.kev(rows)
         stats.records += len(rows)
+        for e in errors:
+            stats.fail(path, e)
     elif kind == "secdb":
         errors = []
         for adv in secdb.parse(doc, stats.name, errors):

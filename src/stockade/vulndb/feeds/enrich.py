@@ -11,41 +11,51 @@ from stockade.vulndb.severity import from_score, normalize
 from stockade.vulndb.store import Advisory
 
 
-def nvd_page(doc: Any, source: str) -> list[Advisory]:
-    """One page of https://services.nvd.nist.gov/rest/json/cves/2.0: a score and summary per CVE."""
+def nvd_page(doc: Any, source: str, errors: list[str] | None = None) -> list[Advisory]:
+    """One page of https://services.nvd.nist.gov/rest/json/cves/2.0: a score and summary per CVE; a malformed
+    item goes to ``errors`` and the others are kept."""
     if not isinstance(doc, dict) or not isinstance(doc.get("vulnerabilities"), list):
         raise FeedError("not an NVD API 2.0 response")
     out = []
-    for item in doc["vulnerabilities"]:
-        cve = (item or {}).get("cve") or {}
-        cid = cve.get("id")
-        if not cid:
+    for i, item in enumerate(doc["vulnerabilities"]):
+        try:
+            adv = _nvd_item(item, source)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            if errors is not None:
+                errors.append(f"item {i}: malformed ({type(exc).__name__}: {exc})")
             continue
-        desc = next((d.get("value", "") for d in cve.get("descriptions") or [] if d.get("lang") == "en"), "")
-        metrics = cve.get("metrics") or {}
-        vector, score, severity = "", None, ""
-        for key in ("cvssMetricV40", "cvssMetricV31", "cvssMetricV30", "cvssMetricV2"):
-            entries = metrics.get(key) or []
-            primary = next((m for m in entries if m.get("type") == "Primary"), entries[0] if entries else None)
-            if primary:
-                data = primary.get("cvssData") or {}
-                vector = str(data.get("vectorString", ""))
-                score = float(data["baseScore"]) if data.get("baseScore") is not None else None
-                severity = normalize(data.get("baseSeverity") or primary.get("baseSeverity")) or from_score(score)
-                break
-        out.append(
-            Advisory(
-                id=cid,
-                source=source,
-                summary=desc[:2000],
-                severity=severity or from_score(score),
-                cvss_vector=vector,
-                cvss_score=score,
-                published=str(cve.get("published", "")),
-                modified=str(cve.get("lastModified", "")),
-            )
-        )
+        if adv is not None:
+            out.append(adv)
     return out
+
+
+def _nvd_item(item: Any, source: str) -> Advisory | None:
+    cve = (item or {}).get("cve") or {}
+    cid = cve.get("id")
+    if not isinstance(cid, str) or not cid:
+        return None
+    desc = next((d.get("value", "") for d in cve.get("descriptions") or [] if d.get("lang") == "en"), "")
+    metrics = cve.get("metrics") or {}
+    vector, score, severity = "", None, ""
+    for key in ("cvssMetricV40", "cvssMetricV31", "cvssMetricV30", "cvssMetricV2"):
+        entries = metrics.get(key) or []
+        primary = next((m for m in entries if m.get("type") == "Primary"), entries[0] if entries else None)
+        if primary:
+            data = primary.get("cvssData") or {}
+            vector = str(data.get("vectorString", ""))
+            score = float(data["baseScore"]) if data.get("baseScore") is not None else None
+            severity = normalize(data.get("baseSeverity") or primary.get("baseSeverity")) or from_score(score)
+            break
+    return Advisory(
+        id=cid,
+        source=source,
+        summary=str(desc)[:2000],
+        severity=severity or from_score(score),
+        cvss_vector=vector,
+        cvss_score=score,
+        published=str(cve.get("published", "")),
+        modified=str(cve.get("lastModified", "")),
+    )
 
 
 def epss_csv(text: str) -> list[tuple[str, float, float]]:

@@ -21,14 +21,23 @@ def parse(doc: Any, source: str, errors: list[str]) -> Iterator[Advisory]:
     if not release:
         raise FeedError("secdb document without distroversion")
     ns = f"alpine:{release}"
+    if not isinstance(doc["packages"], list):
+        raise FeedError("secdb packages is not a list")
     by_cve: dict[str, list[Affected]] = defaultdict(list)
-    for entry in doc["packages"]:
-        pkg = (entry or {}).get("pkg") or {}
-        name = pkg.get("name")
-        for fixed, ids in (pkg.get("secfixes") or {}).items():
+    for i, entry in enumerate(doc["packages"]):
+        pkg = entry.get("pkg") if isinstance(entry, dict) else None
+        name = pkg.get("name") if isinstance(pkg, dict) else None
+        secfixes = pkg.get("secfixes") if isinstance(pkg, dict) else None
+        if not isinstance(name, str) or not name or not isinstance(secfixes, dict | None):
+            errors.append(f"package {i}: not a package with a name and secfixes")  # the others are kept
+            continue
+        for fixed, ids in (secfixes or {}).items():
             fixed = str(fixed)
             if fixed in ("0", "0-r0"):
                 continue  # "0": the package was never affected in this branch
+            if not isinstance(ids, list | None):
+                errors.append(f"{name} {fixed}: the fixed ids are not a list")
+                continue
             for raw in ids or []:
                 for vid in str(raw).split():  # "CVE-2019-1 CVE-2019-2" on one line happens
                     if not _ID.match(vid):
