@@ -172,7 +172,7 @@ def server() -> Iterator[Server]:
         "/kev.json": _member("cisagov+kev-data.tar.gz", "cisagov+kev-data/known_exploited_vulnerabilities.json"),
         "/epss.csv.gz": gzip.compress(
             b"#model_version:v2023.03.01,score_date:2026-11-20T00:00:00+0000\n"
-            b"cve,epss,percentile\nCVE-2021-30139,0.00500,0.71200\n"
+            b"cve,epss,percentile\nCVE-2021-0001,not a score,0.5\nCVE-2021-30139,0.00500,0.71200\n"
         ),
         "/nvd": b"{}",
     }
@@ -210,7 +210,8 @@ def test_update_downloads_retries_resumes_then_only_revalidates(server: Server, 
     assert rep.sources["feeds/debian-bookworm"].records > 20000
     db = VulnDB(tmp_path / "vuln.db")
     assert db.kev("CVE-2021-44228")
-    assert db.epss("CVE-2021-30139") == pytest.approx(0.005)
+    assert db.epss("CVE-2021-30139") == pytest.approx(0.005)  # the row after a bad one
+    assert db.epss("CVE-2021-0001") is None and rep.sources["feeds/epss"].bad == 1
     assert db.vuln("CVE-2021-30139")["severity"] == "HIGH"  # from the NVD page
 
     server.log.clear()

@@ -245,9 +245,12 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
     data = opener().read()
     if kind == "epss":
         text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8", "replace")
-        scores = enrich.epss_csv(text)
+        errors = []
+        scores = enrich.epss_csv(text, errors)
         writer.epss(scores)
         stats.records += len(scores)
+        for e in errors:
+            stats.fail(path, e)
         return
     if kind == "nvd":
         errors = []

@@ -58,8 +58,9 @@ def _nvd_item(item: Any, source: str) -> Advisory | None:
     )
 
 
-def epss_csv(text: str) -> list[tuple[str, float, float]]:
-    """epss_scores-YYYY-MM-DD.csv: a '#model_version...' comment line, then cve,epss,percentile."""
+def epss_csv(text: str, errors: list[str] | None = None) -> list[tuple[str, float, float]]:
+    """epss_scores-YYYY-MM-DD.csv: a '#model_version...' comment line, then cve,epss,percentile; a bad row
+    goes to ``errors`` and the others are kept."""
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
     if not reader.fieldnames or not {"cve", "epss"} <= set(reader.fieldnames):
@@ -69,5 +70,6 @@ def epss_csv(text: str) -> list[tuple[str, float, float]]:
         try:
             rows.append((r["cve"], float(r["epss"]), float(r.get("percentile") or 0)))
         except (TypeError, ValueError):
-            raise FeedError(f"bad EPSS row {r!r}") from None
+            if errors is not None:
+                errors.append(f"bad EPSS row {r!r}"[:200])
     return rows
