@@ -224,9 +224,19 @@ def test_a_burst_is_one_alert_with_a_count() -> None:
 
 
 def test_cloud_shapes_give_the_same_alerts(traces: Path) -> None:
+    for label, doc in _cloud_shapes(traces).items():
+        d, st = Detector(load()), Stats()
+        for e in documents_to_events(doc, st):
+            d.process(e)
+        assert [a.rule for a in d.alerts] == ["STK-AUD-001"], label
+        assert d.alerts[0].resource == "pods/exec" and d.alerts[0].namespace == "default", label
+
+
+def _cloud_shapes(traces: Path) -> dict[str, Any]:
+    """The exec_pod trace's event in each shape stockade reads."""
     raw = [json.loads(line) for line in (traces / "exec_pod.json").read_text().splitlines() if line.strip()]
     ev = raw[0]
-    shapes = {
+    return {
         "EventList (webhook backend)": {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [ev]},
         "AKS diagnostic logs": {"records": [{"category": "kube-audit", "properties": {"log": json.dumps(ev)}}]},
         "EKS CloudWatch export": {"@timestamp": "2018-10-26", "@message": json.dumps(ev)},
@@ -245,12 +255,6 @@ def test_cloud_shapes_give_the_same_alerts(traces: Path) -> None:
             "resource": {"type": "k8s_cluster", "labels": {"cluster_name": "prod"}},
         },
     }
-    for label, doc in shapes.items():
-        d, st = Detector(load()), Stats()
-        for e in documents_to_events(doc, st):
-            d.process(e)
-        assert [a.rule for a in d.alerts] == ["STK-AUD-001"], label
-        assert d.alerts[0].resource == "pods/exec" and d.alerts[0].namespace == "default", label
 
 
 def _public(x: Any) -> Any:
@@ -656,3 +660,23 @@ def test_fields_of_any_type_never_stop_the_engine(
             assert b"\n" not in a.to_json() and a.to_dict()["rule"] == a.rule
         runs.append((stats.events, stats.reasons, sorted((a.rule, a.user, a.message) for a in alerts)))
     assert runs[0] == runs[1] == runs[2], line
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hst.data())
+def test_cloud_shapes_with_fields_of_any_type_never_stop_the_engine(
+    traces: Path, _rules: list[Any], data: hst.DataObject
+) -> None:
+    """Found by fuzzing: a GKE entry whose authenticationInfo was a list stopped the engine. Every cloud shape
+    with values swapped for values of other types: counted as malformed or read, never a traceback."""
+    doc = copy.deepcopy(data.draw(hst.sampled_from(sorted(_cloud_shapes(traces).items())))[1])
+    for _ in range(data.draw(hst.integers(1, 3))):
+        *parent, last = data.draw(hst.sampled_from(_paths(doc)))
+        node = doc
+        for p in parent:
+            node = node[p]
+        node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD_VALUES)))
+    stats, d = Stats(), Detector(_rules)
+    for ev in documents_to_events(doc, stats):
+        for a in d.process(ev):
+            assert b"\n" not in a.to_json()

@@ -230,7 +230,7 @@ def documents_to_events(doc: Any, stats: Stats) -> Iterator[dict[str, Any]]:
     elif isinstance(doc.get("protoPayload"), dict):  # GKE Cloud Audit Logs
         try:
             ev = _from_gke(doc)
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, AttributeError):  # a field of the wrong shape
             stats.bad("malformed GKE audit log entry")
             return
         stats.events += 1
