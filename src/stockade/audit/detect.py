@@ -4,7 +4,6 @@ dedup window becomes one alert with a count."""
 from __future__ import annotations
 
 import gc
-import re
 from collections import OrderedDict
 from datetime import datetime
 from functools import lru_cache
@@ -13,16 +12,15 @@ from typing import Any
 import orjson
 
 from stockade.audit.events import Wants
-from stockade.audit.rules import AuditRule, Index
+from stockade.audit.rules import PLACEHOLDER, AuditRule, Index
 from stockade.model import Alert
-from stockade.posture.engine import _resolve, split_path
+from stockade.posture.engine import _resolve, _scalar_prefix, split_path
 
 EVIDENCE = 3  # events kept per alert
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 
-def _first(ev: dict[str, Any], parts: tuple[str, ...]) -> str:
-    if not any(p.endswith(("[*]", "{}")) for p in parts):  # a plain path: at most one value, walked here
+def _first(ev: dict[str, Any], parts: tuple[str, ...], plain: bool) -> str:
+    if plain:  # no [*] or {} step: at most one value, walked here
         v: Any = ev
         for p in parts:
             v = v.get(p) if isinstance(v, dict) else None
@@ -34,20 +32,23 @@ def _first(ev: dict[str, Any], parts: tuple[str, ...]) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _template(template: str) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
-    """An output template as (literal text, path or None) pieces, split once."""
-    out: list[tuple[str, tuple[str, ...] | None]] = []
+def _template(template: str) -> tuple[tuple[str, tuple[str, ...] | None, bool], ...]:
+    """An output template as (literal text, path or None, whether the path is plain) pieces, split once."""
+    out: list[tuple[str, tuple[str, ...] | None, bool]] = []
     pos = 0
-    for m in _PLACEHOLDER.finditer(template):
-        out.append((template[pos : m.start()], split_path(m.group(1))))
+    for m in PLACEHOLDER.finditer(template):
+        parts = split_path(m.group(1))
+        out.append((template[pos : m.start()], parts, _scalar_prefix(parts) == parts))
         pos = m.end()
-    out.append((template[pos:], None))
+    out.append((template[pos:], None, True))
     return tuple(out)
 
 
 def render(template: str, ev: dict[str, Any]) -> str:
     """The template with each {path} replaced by the event's value there (up to 5 values, or "-")."""
-    return "".join(text + (_first(ev, parts) if parts is not None else "") for text, parts in _template(template))
+    return "".join(
+        text + (_first(ev, parts, plain) if parts is not None else "") for text, parts, plain in _template(template)
+    )
 
 
 def _epoch(ts: str) -> float:
@@ -177,19 +178,18 @@ class Detector:
         now = _epoch(ts)
         new: list[Alert] = []
         for rule in fired:
-            alert = self._raise(rule, ev, rule.id + who, now, ts)
+            alert = self._raise(rule, ev, rule.id + who, now, ts, ref, user)
             if alert is not None:
                 new.append(alert)
         return new
 
-    def _raise(self, rule: AuditRule, ev: dict[str, Any], key: str, now: float, ts: str) -> Alert | None:
+    def _raise(self, rule: AuditRule, ev: dict[str, Any], key: str, now: float, ts: str, ref: dict[str, Any],
+               user: dict[str, Any]) -> Alert | None:  # fmt: skip
         seen = self.bursts.repeat(key, now, ts)
         if seen is not None:
             if len(seen.evidence) < EVIDENCE:
                 seen.evidence.append(_evidence(ev))
             return None
-        ref = ev.get("objectRef") or {}
-        user = ev.get("user") or {}
         alert = Alert(
             rule=rule.id,
             title=rule.title,

@@ -49,12 +49,12 @@ class AuditRule:
     reads: frozenset[str] = frozenset()  # the event's top-level fields the condition and output read
 
 
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")  # {path} in an alert's output template
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")  # {path} in an alert's output template
 
 
 def reads_of(tree: Any, output: str) -> frozenset[str]:
     """What a rule reads of an event, at the top level: its condition's paths and its output's placeholders."""
-    paths = [*root_paths(tree), *(split_path(m.group(1)) for m in _PLACEHOLDER.finditer(output))]
+    paths = [*root_paths(tree), *(split_path(m.group(1)) for m in PLACEHOLDER.finditer(output))]
     return frozenset(p[0].removesuffix("[*]").removesuffix("{}") for p in paths if p)
 
 
