@@ -221,6 +221,16 @@ def build(inputs: list[Path], dest: Path, progress: Callable[[str], None] | None
 
 
 def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: SourceStats, writer: Writer) -> None:
+    """One feed file into ``writer``; the bad entries of a file holding many are counted once it is read."""
+    errors: list[str] = []
+    _read_feed(kind, path, opener, stats, writer, errors)
+    for e in errors:
+        stats.fail(path, e)
+
+
+def _read_feed(
+    kind: str, path: str, opener: Callable[[], IO[bytes]], stats: SourceStats, writer: Writer, errors: list[str]
+) -> None:
     def add(adv: Advisory) -> None:
         writer.add(adv)
         stats.records += 1
@@ -228,7 +238,6 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
     if kind in ("ubuntu-oval", "rpm-oval", "debian-oval"):
         raw = opener()
         stream: IO[bytes] = bz2.BZ2File(raw) if path.endswith(".bz2") else raw
-        errors: list[str] = []
         if kind == "ubuntu-oval":
             advisories = oval.parse_ubuntu(stream, stats.name, errors)
         elif kind == "debian-oval":
@@ -239,47 +248,30 @@ def _import(kind: str, path: str, opener: Callable[[], IO[bytes]], stats: Source
             advisories = oval.parse_rpm(stream, stats.name, family, errors, release.group(1) if release else "")
         for adv in advisories:
             add(adv)
-        for e in errors:
-            stats.fail(path, e)
         return
     data = opener().read()
     if kind == "epss":
         text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8", "replace")
-        errors = []
         scores = enrich.epss_csv(text, errors)
         writer.epss(scores)
         stats.records += len(scores)
-        for e in errors:
-            stats.fail(path, e)
         return
     if kind == "nvd":
-        errors = []
         for adv in enrich.nvd_page(orjson.loads(data), stats.name, errors):
             add(adv)
-        for e in errors:
-            stats.fail(path, e)
         return
     if kind == "debian-dsa":
-        errors = []
         for adv in native.debian_security_list(data.decode("utf-8", "replace"), stats.name, errors):
             add(adv)
-        for e in errors:
-            stats.fail(path, e)
         return
     doc = _load(kind, data)
     if kind == "kev":
-        errors = []
         rows = kev.parse(doc, errors)
         writer.kev(rows)
         stats.records += len(rows)
-        for e in errors:
-            stats.fail(path, e)
     elif kind == "secdb":
-        errors = []
         for adv in secdb.parse(doc, stats.name, errors):
             add(adv)
-        for e in errors:
-            stats.fail(path, e)
     elif kind == "rubysec":
         add(native.rubysec(doc, stats.name, path))
     elif kind == "friendsofphp":
