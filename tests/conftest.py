@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import strategies as hst
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STOCKADE_SHARED", ROOT.parent / "shared"))
@@ -143,3 +145,31 @@ def rpm_vercmp_batch(pairs: list[tuple[str, str]]) -> list[int]:
     out = subprocess.run(["rpm", "--eval", f"%{{lua:{body}}}"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return [int(x) for x in out.stdout.split()]
+
+
+# values of every JSON type, for property tests that swap them into real documents (a crafted or hand-written
+# input may put anything anywhere)
+ODD_VALUES = [None, 1, 0, 1.5, True, "", "x", "*", [], {}, [1], ["x"], {"a": 1}, [None], [{}], {"spec": None},
+              {"containers": "x"}, {"containers": [None, 1, "x"]}]  # fmt: skip
+
+
+def value_paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path (keys and list indexes) of every value inside ``node``."""
+    out = [prefix] if prefix else []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for k, v in items:
+        out += value_paths(v, (*prefix, k))
+    return out
+
+
+def swap_values(doc: Any, data: hst.DataObject, values: list[Any], least: int = 1, most: int = 3) -> None:
+    """Replace between ``least`` and ``most`` values of ``doc`` (at paths drawn by hypothesis) with ``values``."""
+    for _ in range(data.draw(hst.integers(least, most))):
+        paths = value_paths(doc)
+        if not paths:
+            return
+        *parent, last = data.draw(hst.sampled_from(paths))
+        node = doc
+        for p in parent:
+            node = node[p]
+        node[last] = copy.deepcopy(data.draw(hst.sampled_from(values)))

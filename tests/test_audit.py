@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import ODD_VALUES, swap_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
@@ -88,9 +89,10 @@ BENIGN = {
 }  # fmt: skip
 
 
-def _run(path: Path) -> tuple[Detector, Stats]:
+def _run(path: Path, lazy: bool = False) -> tuple[Detector, Stats]:
+    """The rule pack over a log file, parsed in full or (``lazy``) as `audit scan FILE` parses it."""
     d, st = Detector(load()), Stats()
-    for _off, ev in read_file(path, st):
+    for _off, ev in read_file(path, st, wants=d.wants if lazy else None):
         d.process(ev)
     return d, st
 
@@ -288,9 +290,7 @@ def test_lazy_parsing_gives_the_same_alerts_and_stats(traces: Path, tmp_path: Pa
     only for rules that read them; the alerts must be those of parsing everything, evidence included."""
     for path in [*sorted(traces.glob("*.json")), _mixed(traces, tmp_path)]:
         full, full_st = _run(path)
-        lazy, lazy_st = Detector(load()), Stats()
-        for _off, ev in read_file(path, lazy_st, wants=lazy.wants):
-            lazy.process(ev)
+        lazy, lazy_st = _run(path, lazy=True)
         assert _alerts(lazy) == _alerts(full), path.name
         for a in lazy.alerts:  # the JSON line written (evidence as it came) is the alert's data
             line = a.to_json()
@@ -386,9 +386,7 @@ def test_odd_lines_on_both_paths(tmp_path: Path) -> None:
     log.write_bytes(b"\n".join([umlaut.encode(), broken, huge.encode()]) + b"\n")
     runs = []
     for lazy in (False, True):
-        st, d = Stats(), Detector(load())
-        for _off, ev in read_file(log, st, wants=d.wants if lazy else None):
-            d.process(ev)
+        d, st = _run(log, lazy)
         assert (st.events, st.malformed) == ((2, 1) if lazy else (1, 2)), st.reasons
         runs.append([(a.rule, a.user, a.name, a.count) for a in d.alerts])
         for a in d.alerts:
@@ -618,18 +616,6 @@ def test_mutated_real_lines_read_the_same_on_both_paths(
     assert runs[0] == runs[1], doc
 
 
-_ODD_VALUES = [None, 1, 0, 1.5, True, "", "x", "*", [], {}, [1], ["x"], {"a": 1}, [None], [{}], {"spec": None},
-               {"containers": "x"}, {"containers": [None, 1, "x"]}]  # fmt: skip
-
-
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix] if prefix else []
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
-    for k, v in items:
-        out += _paths(v, (*prefix, k))
-    return out
-
-
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(hst.data())
 def test_fields_of_any_type_never_stop_the_engine(
@@ -639,12 +625,7 @@ def test_fields_of_any_type_never_stop_the_engine(
     containers) stopped the engine. Real events with values swapped for values of other types: no traceback,
     and the same alerts lazily, from an EventList and in full."""
     doc = orjson.loads(data.draw(hst.sampled_from(_fuzz_lines)))
-    for _ in range(data.draw(hst.integers(1, 3))):
-        *parent, last = data.draw(hst.sampled_from(_paths(doc)))
-        node = doc
-        for p in parent:
-            node = node[p]
-        node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD_VALUES)))
+    swap_values(doc, data, ODD_VALUES)
     line = orjson.dumps(doc)
     runs = []
     for mode in ("full", "lazy", "batch"):
@@ -670,12 +651,7 @@ def test_cloud_shapes_with_fields_of_any_type_never_stop_the_engine(
     """Found by fuzzing: a GKE entry whose authenticationInfo was a list stopped the engine. Every cloud shape
     with values swapped for values of other types: counted as malformed or read, never a traceback."""
     doc = copy.deepcopy(data.draw(hst.sampled_from(sorted(_cloud_shapes(traces).items())))[1])
-    for _ in range(data.draw(hst.integers(1, 3))):
-        *parent, last = data.draw(hst.sampled_from(_paths(doc)))
-        node = doc
-        for p in parent:
-            node = node[p]
-        node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD_VALUES)))
+    swap_values(doc, data, ODD_VALUES)
     stats, d = Stats(), Detector(_rules)
     for ev in documents_to_events(doc, stats):
         for a in d.process(ev):

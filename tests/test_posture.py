@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import trivy_bin
+from conftest import ODD_VALUES, swap_values, trivy_bin
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
@@ -664,10 +664,6 @@ def test_an_extra_rule_replaces_the_builtin_of_the_same_id(tmp_path: Path) -> No
     assert "STK-WL-014" in {f.rule.id for f in evaluate(rules, [to_resource(pod)], cross=False)}
 
 
-_ODD_VALUES = [None, 1, 0, 1.5, True, "", "x", "*", [], {}, [1], ["x"], {"a": 1}, [None], [{}], {"spec": None},
-               {"containers": "x"}, {"containers": [None, 1, "x"]}]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def _objects(manifests: Path) -> list[dict[str, object]]:
     out = []
@@ -682,14 +678,6 @@ def _pack() -> list[Any]:
     return load_rules()
 
 
-def _paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    out = [prefix] if prefix else []
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
-    for k, v in items:
-        out += _paths(v, (*prefix, k))
-    return out
-
-
 @settings(max_examples=400, deadline=None)
 @given(hst.data())
 def test_manifests_with_fields_of_any_type_never_stop_the_engine(
@@ -700,14 +688,6 @@ def test_manifests_with_fields_of_any_type_never_stop_the_engine(
     values of other types are assessed without an error, cross-object checks included."""
     docs = [copy.deepcopy(d) for d in data.draw(hst.lists(hst.sampled_from(_objects), min_size=1, max_size=6))]
     for doc in docs:
-        for _ in range(data.draw(hst.integers(0, 3))):
-            paths = _paths(doc)
-            if not paths:
-                break
-            *parent, last = data.draw(hst.sampled_from(paths))
-            node: Any = doc
-            for p in parent:
-                node = node[p]
-            node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD_VALUES)))
+        swap_values(doc, data, ODD_VALUES, least=0)
     findings = evaluate(_pack, [to_resource(d, "fuzz") for d in docs])
     assert all(f.rule.id for f in findings)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import swap_values
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
@@ -329,13 +330,6 @@ _TETRAGON = {"process_exec": {"process": {"binary": "/usr/bin/nsenter", "argumen
 _ODD = [None, 1, 0, 1.5, True, "", "abc", [], {}, [1], {"a": 1}, "connect", "execve", 10**30, float("nan")]
 
 
-def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out = [prefix] if prefix else []
-    for k, v in node.items() if isinstance(node, dict) else []:
-        out += _leaves(v, (*prefix, k))
-    return out
-
-
 @settings(max_examples=400, deadline=None)
 @given(hst.data())
 def test_other_sensors_events_of_any_shape_never_stop_the_engine(data: hst.DataObject) -> None:
@@ -343,12 +337,7 @@ def test_other_sensors_events_of_any_shape_never_stop_the_engine(data: hst.DataO
     (container.id, proc.pid "abc", process.pod a list) stopped `stockade sensor ingest`. Now it is converted with
     what can be read, or skipped."""
     doc = copy.deepcopy(data.draw(hst.sampled_from([_FALCO, _TETRAGON])))
-    for _ in range(data.draw(hst.integers(1, 3))):
-        *parent, last = data.draw(hst.sampled_from(_leaves(doc)))
-        node = doc
-        for p in parent:
-            node = node[p]
-        node[last] = copy.deepcopy(data.draw(hst.sampled_from(_ODD)))
+    swap_values(doc, data, _ODD)
     ev = convert(doc)
     if ev is not None:
         assert all(isinstance(v, str) for v in ev["container"].values())
