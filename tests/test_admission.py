@@ -25,8 +25,9 @@ from server_util import free_port
 from test_posture import EXPECTED, HOST_RULES
 
 from stockade.admission.policy import AdmissionPolicy, PolicyError
-from stockade.posture.engine import evaluate, load_rules
-from stockade.posture.resources import load, to_resource
+from stockade.kube import to_resource
+from stockade.posture import evaluate, load_rules
+from stockade.posture.resources import load
 
 CLI = [sys.executable, "-m", "stockade.cli.main"]
 PLURAL = {"ReplicationController": "replicationcontrollers", "DaemonSet": "daemonsets", "CronJob": "cronjobs"}

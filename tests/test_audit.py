@@ -30,7 +30,7 @@ from stockade.audit.events import (
     read_file,
 )
 from stockade.audit.rules import AuditRuleError, Index, load, parse
-from stockade.posture.engine import compile_group
+from stockade.rules import compile_group
 
 CLI = [sys.executable, "-m", "stockade.cli.main"]
 
@@ -539,7 +539,7 @@ def test_long_running_detector_sends_count_growth_once_with_bounded_memory(max_o
     """audit serve / --follow / sensor: no list of every alert; what is sent to the server adds up to the
     counts, and what the sender remembers stays within its bound (as large as the detector's open bursts).
     With 10 open bursts for 40 pods, bursts close before they repeat: every event is a new alert."""
-    from stockade.server.client import AlertDeltas
+    from stockade.rules import AlertDeltas
 
     class Sink:  # stands in for the Publisher's queue to the server (tests/test_server.py covers the real one)
         def __init__(self) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade.posture.engine import evaluate, load_rules
-from stockade.posture.resources import to_resource
+from stockade.kube import to_resource
+from stockade.posture import evaluate, load_rules
 from stockade.server.agent import installed_components
 
 CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "stockade"

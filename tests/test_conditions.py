@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockade.posture.engine import compile_condition, compile_group
+from stockade.rules import compile_condition, compile_group
 
 KEYS = ["a", "b", "c"]
 STRINGS = ["x", "xy", "Yx", "", "a.b"]

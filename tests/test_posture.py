@@ -19,10 +19,12 @@ from conftest import ODD_VALUES, swap_values, trivy_bin
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from stockade.model import StockadeError
-from stockade.posture.engine import RuleError, evaluate, load_rules, parse_rules
+from stockade.kube import to_resource
+from stockade.model import Resource, StockadeError
+from stockade.posture import evaluate, load_rules, parse_rules
 from stockade.posture.exceptions import Exceptions
-from stockade.posture.resources import Resource, load, to_resource
+from stockade.posture.resources import load
+from stockade.rules import RuleError
 
 HOST_RULES = {
     "STK-PSS-B-002": "hostpid",
@@ -520,7 +522,7 @@ PSS_VERSION_CASES = [
 
 @pytest.mark.parametrize(("spec", "rule", "version", "flagged"), PSS_VERSION_CASES)
 def test_pss_follows_the_kubernetes_version(spec: dict[str, object], rule: str, version: str, flagged: bool) -> None:
-    from stockade.posture.engine import parse_version
+    from stockade.posture import parse_version
 
     got = {f.rule.id for f in evaluate(load_rules(), [_pod_res(spec)], cross=False, version=parse_version(version))}
     assert (rule in got) is flagged

@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+from stockade.posture import evaluate, load_rules
 from stockade.posture.cluster import ClusterError, fetch
-from stockade.posture.engine import evaluate, load_rules
 
 TOKEN = "s3cret-token"
 

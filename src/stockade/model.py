@@ -194,3 +194,20 @@ def _load_evidence(e: bytes) -> Any:
         return orjson.loads(e)
     except orjson.JSONDecodeError:
         return e.decode("utf-8", "replace")
+
+
+@dataclass(slots=True)
+class Resource:
+    kind: str
+    api_version: str
+    name: str
+    namespace: str
+    raw: dict[str, Any]
+    source: str = ""  # file, and document index
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{ns}{self.name}"

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from stockade.admission.policy import AdmissionPolicy
-from stockade.posture.engine import LATEST_K8S, OLDEST_K8S, Rule, parse_version, split_path
-from stockade.posture.resources import INHERITED
+from stockade.kube import INHERITED
+from stockade.posture import LATEST_K8S, OLDEST_K8S, Rule, parse_version
+from stockade.rules import split_path
 
 KIND_RESOURCES = {
     "Role": ("rbac.authorization.k8s.io", "roles"),

@@ -11,10 +11,18 @@ import orjson
 
 from stockade.admission.policy import AdmissionPolicy
 from stockade.admission.scans import ScanStore, ScanStoreError
+from stockade.kube import containers, pod_spec, to_resource
 from stockade.model import StockadeError
-from stockade.posture.engine import LATEST_K8S, OLDEST_K8S, PostureFinding, Rule, evaluate, load_rules, parse_version
-from stockade.posture.exceptions import Exceptions
-from stockade.posture.resources import containers, pod_spec, to_resource
+from stockade.posture import (
+    LATEST_K8S,
+    OLDEST_K8S,
+    Exceptions,
+    PostureFinding,
+    Rule,
+    evaluate,
+    load_rules,
+    parse_version,
+)
 
 WARNING_MAX = 256  # the API server drops longer warnings
 WARNINGS_TOTAL = 4096

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stockade.kube import normalize
 from stockade.model import Finding, StockadeError
 
 SCHEMA = """
@@ -38,17 +39,6 @@ class ScanSummary:
     scanned_at: float
     counts: dict[str, int]  # by severity (upper case)
     fixable: dict[str, int]
-
-
-def normalize(ref: str) -> str:
-    """Docker's defaults made explicit: nginx:1 -> docker.io/library/nginx:1; no tag -> :latest."""
-    name, _, digest = ref.partition("@")
-    first, _, rest = name.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        name = "docker.io/" + (name if rest else f"library/{name}")
-    if not digest and ":" not in name.rsplit("/", 1)[-1]:
-        name += ":latest"
-    return f"{name}@{digest}" if digest else name
 
 
 def keys(ref: str) -> list[str]:

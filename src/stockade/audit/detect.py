@@ -4,7 +4,6 @@ dedup window becomes one alert with a count."""
 from __future__ import annotations
 
 import gc
-from collections import OrderedDict
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -12,43 +11,11 @@ from typing import Any
 import orjson
 
 from stockade.audit.events import Wants
-from stockade.audit.rules import PLACEHOLDER, AuditRule, Index
+from stockade.audit.rules import AuditRule, Index
 from stockade.model import Alert
-from stockade.posture.engine import _resolve, _scalar_prefix, split_path
+from stockade.rules import Bursts, render
 
 EVIDENCE = 3  # events kept per alert
-
-
-def _first(ev: dict[str, Any], parts: tuple[str, ...], plain: bool) -> str:
-    if plain:  # no [*] or {} step: at most one value, walked here
-        v: Any = ev
-        for p in parts:
-            v = v.get(p) if isinstance(v, dict) else None
-        return "-" if v is None or v == "" else str(v)
-    vals = [v for v in _resolve(ev, parts) if v not in (None, "")]
-    if not vals:
-        return "-"
-    return ",".join(str(v) for v in vals[:5]) if len(vals) > 1 else str(vals[0])
-
-
-@lru_cache(maxsize=1024)
-def _template(template: str) -> tuple[tuple[str, tuple[str, ...] | None, bool], ...]:
-    """An output template as (literal text, path or None, whether the path is plain) pieces, split once."""
-    out: list[tuple[str, tuple[str, ...] | None, bool]] = []
-    pos = 0
-    for m in PLACEHOLDER.finditer(template):
-        parts = split_path(m.group(1))
-        out.append((template[pos : m.start()], parts, _scalar_prefix(parts) == parts))
-        pos = m.end()
-    out.append((template[pos:], None, True))
-    return tuple(out)
-
-
-def render(template: str, ev: dict[str, Any]) -> str:
-    """The template with each {path} replaced by the event's value there (up to 5 values, or "-")."""
-    return "".join(
-        text + (_first(ev, parts, plain) if parts is not None else "") for text, parts, plain in _template(template)
-    )
 
 
 def _epoch(ts: str) -> float:
@@ -94,53 +61,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 50)
-
-
-class Bursts:
-    """Open alerts by dedup key: a repeat within the window (by event time) raises the open alert's count
-    instead of a new alert; at most ``max_open`` keys are kept, the least recently repeated closing first."""
-
-    def __init__(self, window_s: float, max_open: int = 100_000) -> None:
-        self.window, self.max_open = window_s, max_open
-        self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
-        self.changed: dict[int, Alert] | None = None  # with track_changes(): alerts new or counted since drain()
-
-    def track_changes(self) -> None:
-        self.changed = {}
-
-    def drain(self) -> list[Alert]:
-        """The alerts raised or counted since the last drain (for sending what changed, not every alert)."""
-        if not self.changed:
-            return []
-        out = list(self.changed.values())
-        self.changed = {}
-        return out
-
-    def shed(self) -> None:
-        """Close the older half of the open bursts (a memory governor's relief)."""
-        for _ in range(len(self.open) // 2):
-            self.open.popitem(last=False)
-
-    def repeat(self, key: str, now: float, ts: str) -> Alert | None:
-        """The open alert for ``key`` with its count raised, or None when there is none within the window."""
-        hit = self.open.get(key)
-        if hit is None or abs(now - hit[0]) > self.window:
-            return None
-        alert = hit[1]
-        alert.count += 1
-        alert.last_time = ts or alert.last_time
-        self.open[key] = (now, alert)
-        self.open.move_to_end(key)
-        if self.changed is not None:
-            self.changed[id(alert)] = alert
-        return alert
-
-    def add(self, key: str, now: float, alert: Alert) -> None:
-        self.open[key] = (now, alert)
-        if self.changed is not None:
-            self.changed[id(alert)] = alert
-        if len(self.open) > self.max_open:  # bounded memory: the oldest burst closes
-            self.open.popitem(last=False)
 
 
 class Detector:

@@ -18,9 +18,8 @@ from typing import IO, Any
 import msgspec
 import orjson
 
-from stockade.admission.scans import normalize
+from stockade.kube import normalize, pod_template_of
 from stockade.model import StockadeError
-from stockade.posture.resources import pod_template_of
 
 MAX_DOCUMENT = 16 * 1024 * 1024  # a pretty-printed JSON document spanning lines is read up to this size
 # google.rpc.Code -> HTTP status, for GKE's status.code

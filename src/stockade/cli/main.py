@@ -37,7 +37,8 @@ def _alert_sender(server: str | None, cluster: str | None, token: str | None, co
     without --server."""
     if not server:
         return None
-    from stockade.server.client import AlertDeltas, Client, Publisher
+    from stockade.rules import AlertDeltas
+    from stockade.server.client import Client, Publisher
 
     return AlertDeltas(Publisher(Client(server, token or "", cluster or ""), "alerts", component))
 
@@ -459,10 +460,9 @@ def posture(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Assess Kubernetes objects against Pod Security Standards, CIS section 5, NSA/CISA and RBAC risk."""
+    from stockade.posture import LATEST_K8S, OLDEST_K8S, Exceptions, evaluate, load_rules, parse_version
+    from stockade.posture import load_manifests as load
     from stockade.posture import report as preport
-    from stockade.posture.engine import LATEST_K8S, OLDEST_K8S, evaluate, load_rules, parse_version
-    from stockade.posture.exceptions import Exceptions
-    from stockade.posture.resources import load
 
     wanted = {x.strip().upper() for x in severity.split(",") if x.strip()}
     if not paths and kubeconfig is None and context is None:
@@ -586,7 +586,7 @@ def admission_manifests(
         pol = AdmissionPolicy.load(policy) if policy else AdmissionPolicy()
         if vap:
             from stockade.admission.cel import export_policies
-            from stockade.posture.engine import load_rules
+            from stockade.posture import load_rules
 
             docs, skipped = export_policies(load_rules(pol.extra_rules), pol)
             header = "# Rules CEL cannot express (use the webhook for these):\n" + "".join(

@@ -1,7 +1,8 @@
 """Read container images: archives, OCI layouts, root filesystems and registries, one layer at a time."""
 
 from stockade.image.layer import Entry, LayerError, Limits, decompressed, is_whiteout, iter_tar_entries
-from stockade.image.source import Image, ImageError, Layer, iter_rootfs, open_image
+from stockade.image.manifest import Image, ImageError, Layer
+from stockade.image.source import iter_rootfs, open_image
 
 __all__ = [
     "Entry",

@@ -9,16 +9,14 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
 import orjson
 
 from stockade.image.layer import Limits
+from stockade.image.manifest import INDEX_TYPES, Image, layers_from, select_manifest
 from stockade.model import StockadeError
-
-if TYPE_CHECKING:
-    from stockade.image.source import Image
 
 MANIFEST_ACCEPT = ", ".join(
     [
@@ -232,7 +230,6 @@ class RegistryClient:
 
 def pull(ref_text: str, img: Image, platform: str | None, workdir: Path, limits: Limits) -> None:
     """Fill ``img`` from a registry; blobs land in ``workdir`` (private, removed with the image)."""
-    from stockade.image.source import INDEX_TYPES, _layers_from, select_manifest
 
     ref = parse_reference(ref_text)
     insecure = os.environ.get("STOCKADE_INSECURE_REGISTRIES", "")
@@ -275,4 +272,4 @@ def pull(ref_text: str, img: Image, platform: str | None, workdir: Path, limits:
             client.blob_to(layer_digest, dest, limits.max_layer_bytes)
         return dest.open("rb")
 
-    img.layers = _layers_from(img.config, descs, opener, str(ref))
+    img.layers = layers_from(img.config, descs, opener, str(ref))

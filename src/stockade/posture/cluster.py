@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import yaml
 
-from stockade.model import StockadeError
-from stockade.posture.resources import Resource, to_resource
+from stockade.kube import to_resource
+from stockade.model import Resource, StockadeError
 
 # (group, version, plural, kind): what posture needs; secrets are never read
 RESOURCES = [

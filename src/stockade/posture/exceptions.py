@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from stockade.model import StockadeError
-from stockade.posture.engine import PostureFinding
+from stockade.posture.rule import PostureFinding
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
 

@@ -8,8 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from stockade.posture.engine import PostureFinding, Rule
-from stockade.posture.resources import Resource, pod_spec
+from stockade.kube import pod_spec
+from stockade.model import Resource
+from stockade.posture.rule import PostureFinding, Rule
 
 # Rules for findings computed here; they carry the same metadata as the YAML ones.
 ADMIN_REACH = Rule(

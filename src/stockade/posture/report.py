@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 
 from stockade import __version__
-from stockade.posture.engine import PostureFinding, Rule
-from stockade.posture.resources import Resource
+from stockade.model import Resource
+from stockade.posture.rule import PostureFinding, Rule
 
 _LEVEL = {"CRITICAL": "error", "HIGH": "error", "MEDIUM": "warning", "LOW": "note"}
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from typing import Any
 
-from stockade.audit.detect import Bursts, render
 from stockade.model import Alert
+from stockade.rules import Bursts, Index, render
 from stockade.sensor.rules import SensorRule
 
 BASELINE_EXE = "STK-RT-100"
@@ -22,10 +21,7 @@ class Detector:
     def __init__(self, rules: list[SensorRule], window_s: float = 600.0, learn_s: float = 0.0,
                  max_open: int = 10_000, keep_alerts: bool = True, max_workloads: int = 4096,
                  max_learned: int = 4096) -> None:  # fmt: skip
-        self.by_type: dict[str, list[SensorRule]] = defaultdict(list)
-        for r in rules:
-            for t in r.types:
-                self.by_type[t].append(r)
+        self.index = Index(rules, ("types",))  # by event type, each type's rules compiled together
         self.bursts = Bursts(window_s, max_open)
         self.learn_s = learn_s  # 0: no baseline
         self.keep_alerts = keep_alerts
@@ -43,13 +39,13 @@ class Detector:
     def process(self, ev: dict[str, Any]) -> list[Alert]:
         self.events += 1
         new = []
-        for rule in self.by_type.get(ev["type"], ()):
-            if rule.fires(ev):
-                a = self._raise(rule.id, rule.title, rule.severity, rule.tactics, rule.techniques,
-                                render(rule.output, ev) if rule.output else rule.title, rule.description,
-                                rule.remediation, ev)  # fmt: skip
-                if a is not None:
-                    new.append(a)
+        group = self.index.group(ev["type"])
+        for rule in group.fire(ev) if group is not None else ():
+            a = self._raise(rule.id, rule.title, rule.severity, rule.tactics, rule.techniques,
+                            render(rule.output, ev) if rule.output else rule.title, rule.description,
+                            rule.remediation, ev)  # fmt: skip
+            if a is not None:
+                new.append(a)
         if self.learn_s and ev["type"] in ("exec", "connect"):
             new += self._baseline(ev)
         return new

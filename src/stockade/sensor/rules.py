@@ -1,4 +1,4 @@
-"""Sensor rules: the audit rules' YAML dialect (lists, macros, exceptions, MITRE ids), indexed by event type
+"""Sensor rules: the rule language of stockade.rules (lists, macros, exceptions, MITRE ids), indexed by event type
 (exec, open, connect, setuid, capset, module, mount, unlink) as Falco indexes rules by event type."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stockade.audit.rules import AuditRuleError, _expand, _flatten_lists, load_pack, read_rule
+from stockade.rules import RuleError, Source, each_rule, expand, load_pack, read_definitions, read_rule
+from stockade.rules.loader import as_source
 
 TYPES = {"exec", "open", "connect", "setuid", "capset", "module", "mount", "unlink"}
 
@@ -20,30 +21,28 @@ class SensorRule:
     tactics: list[str]
     techniques: list[str]
     types: list[str]
-    condition: Any  # with the exceptions compiled in (audit/rules.py read_rule)
+    condition: Any  # with the exceptions compiled in (rules/loader.py read_rule)
     description: str
     remediation: str
     output: str
+    tree: Any = None  # that condition as data, for compiling the rules of an event type together
+    reads: frozenset[str] = frozenset()
 
     def fires(self, ev: dict[str, Any]) -> bool:
         return bool(self.condition(ev))
 
 
-def parse(doc: Any, where: str, lists: dict[str, list[Any]], macros: dict[str, Any]) -> list[SensorRule]:
-    if not isinstance(doc, dict):
-        raise AuditRuleError(f"{where}: expected a mapping with lists, macros and rules")
-    lists.update(_flatten_lists(doc.get("lists") or {}, where))
-    macros.update(doc.get("macros") or {})
+def parse(doc: Any, where: Source | str, lists: dict[str, Any], macros: dict[str, Any]) -> list[SensorRule]:
+    src = as_source(where)
+    read_definitions(doc, src, lists, macros)
     out = []
-    for i, r in enumerate(doc.get("rules") or []):
-        w = f"{where}: rule {i}"
+    for w, r in each_rule(doc, src):
         common = read_rule(r, w, lists, macros, {"field": "type", "op": "exists"}, required=("types",))
         if common is None:
             continue
-        del common["tree"], common["reads"]  # for the audit index's rule groups
-        types = _expand(r["types"], lists, macros, w)
-        if not isinstance(types, list) or not set(types) <= TYPES:
-            raise AuditRuleError(f"{w}: types must be a list among {sorted(TYPES)}")
+        types = expand(r["types"], lists, macros, w)
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types) or not set(types) <= TYPES:
+            raise RuleError(f"{w}: types must be a list among {sorted(TYPES)}")
         out.append(SensorRule(**common, types=[str(t) for t in types]))
     return out
 

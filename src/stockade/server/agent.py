@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stockade.posture.resources import Resource, containers, pod_template
+from stockade.kube import containers, pod_template
+from stockade.model import Resource
 
 log = logging.getLogger("stockade.agent")
 
@@ -97,8 +98,7 @@ def snapshot(
     resources: list[Resource], server_version: str | None, version: tuple[int, int] | None = None
 ) -> dict[str, Any]:
     """Everything the agent reports about the cluster, from its objects."""
-    from stockade.posture import report
-    from stockade.posture.engine import LATEST_K8S, OLDEST_K8S, evaluate, load_rules, parse_version
+    from stockade.posture import LATEST_K8S, OLDEST_K8S, evaluate, load_rules, parse_version, report
 
     if version is None:
         version = parse_version(server_version, "the cluster's /version") if server_version else LATEST_K8S
@@ -147,7 +147,7 @@ def reader(paths: list[Path] | None, kubeconfig: Path | None, context: str | Non
 
     def read() -> tuple[list[Resource], list[str], str | None]:
         if paths:
-            from stockade.posture.resources import load
+            from stockade.posture import load_manifests as load
 
             res, warns = load(paths)
             return res, warns, None

@@ -9,7 +9,6 @@ import queue
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,44 +153,6 @@ class Publisher:
         self._thread.join()
         self.client.close()
         return {"sent": self.sent, "dropped": self.dropped, "failed": self.failed}
-
-
-class AlertDeltas:
-    """Detectors count a burst's repeats into one open alert; this sends each alert once it is raised and, later,
-    what its count grew by (the server adds counts of the same dedup key), so the server's counts match.
-
-    ``sync`` takes the alerts raised or counted since the last call (``Bursts.drain``). The counts already sent
-    are kept for the ``max_sent`` most recently changed alerts: at least the detector's open bursts (which are
-    its most recently changed alerts), so the memory stays bounded and no open alert is sent twice."""
-
-    def __init__(self, publisher: Publisher, max_sent: int = 100_000) -> None:
-        self.publisher, self.max_sent = publisher, max_sent
-        # id(alert) -> (alert, count sent), least recently changed first; holding the alert keeps its id unique
-        self._sent: OrderedDict[int, tuple[Any, int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def sync(self, changed: list[Any]) -> None:
-        out = []
-        with self._lock:
-            for a in changed:
-                hit = self._sent.pop(id(a), None)
-                done = hit[1] if hit is not None and hit[0] is a else 0
-                if a.count > done:
-                    d = a.to_dict()
-                    d["count"] = a.count - done
-                    if done:
-                        d["evidence"] = []  # the first send carried it
-                    out.append(d)
-                self._sent[id(a)] = (a, max(a.count, done))
-            while len(self._sent) > self.max_sent:
-                self._sent.popitem(last=False)
-        if out:
-            self.publisher.put(out)
-
-    def close(self, changed: list[Any]) -> dict[str, int]:
-        """Send what changed since the last sync, then drain and stop the publisher."""
-        self.sync(changed)
-        return self.publisher.close()
 
 
 def scan_document(ref: str, inv: Any, findings: list[Any], db_built_at: str) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def admission_violations(resources: list[Any]) -> list[dict[str, Any]]:
 
 def fill(store: Store, url: str, vulndb: Path | None, ca: Path | None = None) -> dict[str, Any]:
     """Create the demo cluster and send it everything the engines find; returns what was sent."""
-    from stockade.posture.resources import load
+    from stockade.posture import load_manifests as load
     from stockade.server.agent import snapshot
 
     try:

@@ -600,7 +600,7 @@ class Store:
     # snapshots and scans
 
     def _apply_snapshot(self, con: Connection, cluster_id: int, snap: dict[str, Any], now: float) -> int:
-        from stockade.admission.scans import normalize
+        from stockade.kube import normalize
 
         ctrs = snap.get("containers", [])
         recs = snap.get("recommendations", [])
@@ -678,7 +678,7 @@ class Store:
         return len(rows) + len(rec_rows)
 
     def _apply_scan(self, con: Connection, item: dict[str, Any], where: str) -> int:
-        from stockade.admission.scans import normalize
+        from stockade.kube import normalize
 
         ref = item.get("ref")
         fs = item.get("findings", [])

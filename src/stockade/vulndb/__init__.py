@@ -1,0 +1,1 @@
+"""Vulnerability database: feeds parsed into one SQLite store, version schemes, bundles."""
