@@ -5,16 +5,17 @@ random documents must give the same answer."""
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockade.rules import compile_condition, compile_group
+from stockade.rules import DataList, compile_condition, compile_group
 
 KEYS = ["a", "b", "c"]
-STRINGS = ["x", "xy", "Yx", "", "a.b"]
+STRINGS = ["x", "xy", "Yx", "", "a.b", "10.1.2.3", "2001:db8::7", "Pool.Example.", "b.a.b"]
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(STRINGS))
 DOCS = st.recursive(
     SCALARS,
@@ -24,6 +25,17 @@ DOCS = st.recursive(
 PATHS = st.lists(
     st.tuples(st.sampled_from(KEYS), st.sampled_from(["", "[*]", "{}"])), min_size=0, max_size=3
 ).map(lambda parts: ".".join(k + m for k, m in parts))
+CIDRS = ["10.0.0.0/8", "10.1.2.3", "10.1.2.2/31", "0.0.0.0/0", "2001:db8::/32", "::1/128", "192.168.0.0/16"]
+DOMAINS = ["example", "pool.example", "a.b", "x", "B", "xy."]
+WORDS = ["x", "y", "Y", ".", "xy", "a.", "1.2", "b.a", "Exa", "::", "ol", "q", "zz"]
+
+
+def listed(pool: list[str], kind: str, most: int = 3) -> st.SearchStrategy[Any]:
+    """A list of entries from ``pool``: inline (a YAML list) or as a data file's list would be (DataList)."""
+    entries = st.lists(st.sampled_from(pool), max_size=most)
+    return st.one_of(entries, entries.map(lambda xs: DataList(xs, kind)))
+
+
 GLOBS = ["x*", "?x", "*", "**", "*x*", "*y", "x", "a.b", "*[xY]*", "x*y", ["x*", "*y", "Yx"], []]
 LEAF_OPS = {
     "eq": SCALARS, "ne": SCALARS, "in": st.lists(SCALARS, max_size=3), "not_in": st.lists(SCALARS, max_size=3),
@@ -32,7 +44,12 @@ LEAF_OPS = {
     "contains": st.sampled_from(["x", 1, True]), "icontains": st.sampled_from(["X", "y"]),
     "matches": st.sampled_from(["^x", "y$", "a\\.b"]), "glob": st.sampled_from(GLOBS),
     "gt": st.integers(-1, 1), "lt": st.integers(-1, 1),
+    "in_cidr": listed(CIDRS, "cidr"), "domain_in": listed(DOMAINS, "domain"),
+    # from 8 strings on, contains_any runs one Aho-Corasick automaton
+    "contains_any": st.one_of(listed(WORDS, "string"), listed(WORDS, "string", 12).filter(lambda w: len(w) >= 8)),
 }  # fmt: skip
+LEAF_OPS["in"] = st.one_of(LEAF_OPS["in"], listed(STRINGS, "string"))
+LEAF_OPS["not_in"] = st.one_of(LEAF_OPS["not_in"], listed(STRINGS, "string"))
 
 
 @st.composite
@@ -81,7 +98,7 @@ def op_holds(op: str, v: Any, want: Any) -> bool:
     if op == "ne":
         return bool(v != want)
     if op in ("in", "not_in"):
-        inside = any(v == w for w in want)
+        inside = any(v == w for w in list(want))
         return inside if op == "in" else not inside
     if op == "truthy":
         return bool(v)
@@ -98,6 +115,21 @@ def op_holds(op: str, v: Any, want: Any) -> bool:
     if op == "glob":  # a list of patterns: any of them
         pats = want if isinstance(want, list) else [want]
         return isinstance(v, str) and any(fnmatch.fnmatchcase(v, w) for w in pats)
+    if op == "in_cidr":  # an IP address inside one of the networks (of its own family)
+        try:
+            addr = ipaddress.ip_address(v) if isinstance(v, str) else None
+        except ValueError:
+            return False
+        nets = [ipaddress.ip_network(w, strict=False) for w in want]
+        return addr is not None and any(addr.version == n.version and addr in n for n in nets)
+    if op == "domain_in":  # one of the domains or a name below one; case and a trailing dot do not count
+        def norm(d: str) -> str:
+            return d.strip().lower().rstrip(".")
+
+        doms = [norm(w) for w in want if norm(w)]
+        return isinstance(v, str) and bool(norm(v)) and any(norm(v) == d or norm(v).endswith("." + d) for d in doms)
+    if op == "contains_any":
+        return isinstance(v, str) and any(w in v for w in want)
     if op == "gt":
         return isinstance(v, int) and not isinstance(v, bool) and v > want
     if op == "lt":
@@ -169,3 +201,19 @@ def test_tests_of_one_path_share_its_walk() -> None:
                     for value in [*STRINGS, "yx", "X.Y", None, 3]:
                         for doc in ({"a": {"b": value}}, {"a": {"b": value}, "c": 0}, {"a": value, "c": 1}):
                             assert compile_condition(cond)(doc) == holds(cond, doc), (cond, doc)
+
+
+def test_list_ops_on_every_value_and_entry() -> None:
+    """in_cidr, domain_in and contains_any (and in/not_in over a data-file list) on each value of the pools, with
+    each single entry and with the whole pool, inline and as a data file's list, against the interpreter."""
+    values = [*STRINGS, "10.255.0.1", "192.168.7.7", "::1", "::2", "EXAMPLE", "x.pool.example", "notexample",
+              ".example", "a..b", " a.b ", "xy", None, 1, ["x"]]  # fmt: skip
+    for op, pool, kind in (("in_cidr", CIDRS, "cidr"), ("domain_in", DOMAINS, "domain"),
+                           ("contains_any", WORDS, "string"), ("in", STRINGS, "string"),
+                           ("not_in", STRINGS, "string")):  # fmt: skip
+        for entries in [[e] for e in pool] + [pool, []]:
+            for want in (entries, DataList(entries, kind)):
+                cond = {"field": "a", "op": op, "value": want}
+                fn = compile_condition(cond)
+                for value in values:
+                    assert fn({"a": value}) == holds(cond, {"a": value}), (op, entries, value)

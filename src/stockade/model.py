@@ -211,3 +211,14 @@ class Resource:
     def ref(self) -> str:
         ns = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind}/{ns}{self.name}"
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """One image scanned: what it holds, what is vulnerable, and the database that said so."""
+
+    image: str  # the reference or path scanned
+    inventory: Inventory
+    findings: list[Finding]
+    db_path: str = ""
+    db_built_at: str = ""

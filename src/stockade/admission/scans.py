@@ -7,12 +7,12 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from stockade.kube import normalize
-from stockade.model import Finding, StockadeError
+from stockade.model import Finding, ScanResult, StockadeError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS image_scans (
@@ -86,6 +86,17 @@ def record(path: Path, refs: Iterable[str], findings: list[Finding], db_built_at
         con.close()
     except sqlite3.Error as exc:
         raise ScanStoreError(f"{path}: cannot record the scan ({exc})") from None
+
+
+def recorder(path: Path, refs: list[str] | None = None) -> Callable[[ScanResult], None]:
+    """What ``stockade scan --record`` does with a scan: recorded under ``refs`` (default: the image argument,
+    its tags and digests) in the scan store at ``path``."""
+
+    def record_scan(result: ScanResult) -> None:
+        inv = result.inventory
+        record(path, refs or [result.image, *inv.repo_tags, *inv.repo_digests], result.findings, result.db_built_at)
+
+    return record_scan
 
 
 class ScanStore:

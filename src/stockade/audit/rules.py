@@ -12,7 +12,7 @@ from typing import Any
 from stockade.audit.events import DEFERRABLE, EVENT_FIELDS
 from stockade.rules import Index as RuleIndex
 from stockade.rules import RuleError, Source, each_rule, expand, load_pack, read_definitions, read_rule
-from stockade.rules.loader import as_source
+from stockade.rules.loader import CheckReport, as_source, check_pack_file
 
 Pred = Callable[[Any], bool]
 AuditRuleError = RuleError  # the name audit callers and tests know
@@ -44,17 +44,29 @@ def parse(doc: Any, where: Source | str, lists: dict[str, Any] | None = None,
     macros = {} if macros is None else macros
     read_definitions(doc, src, lists, macros)
     rules: list[AuditRule] = []
-    for w, r in each_rule(doc, src):
-        common = read_rule(r, w, lists, macros, {"field": "verb", "op": "exists"})
-        if common is None:
-            continue
-        verbs = expand(r.get("verbs"), lists, macros, w)
-        resources = expand(r.get("resources"), lists, macros, w)
-        for name, v in (("verbs", verbs), ("resources", resources)):
-            if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
-                raise RuleError(f"{w}: {name} must be a list of strings")
-        rules.append(AuditRule(**common, verbs=verbs, resources=resources))
+    for i, w, r in each_rule(doc, src):
+        with src.at("rules", i):
+            rule = _read(r, w, lists, macros)
+        if rule is not None:
+            rules.append(rule)
     return rules
+
+
+def _read(r: Any, w: str, lists: dict[str, Any], macros: dict[str, Any]) -> AuditRule | None:
+    common = read_rule(r, w, lists, macros, {"field": "verb", "op": "exists"})
+    if common is None:
+        return None
+    verbs = expand(r.get("verbs"), lists, macros, w)
+    resources = expand(r.get("resources"), lists, macros, w)
+    for name, v in (("verbs", verbs), ("resources", resources)):
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            raise RuleError(f"{w}: {name} must be a list of strings")
+    return AuditRule(**common, verbs=verbs, resources=resources)
+
+
+def check(src: Source, report: CheckReport) -> None:
+    """Every error of a user's audit rule file (``stockade rules check``)."""
+    check_pack_file(src, "stockade.audit", _read, report)
 
 
 def load(extra: list[Path] | None = None) -> list[AuditRule]:

@@ -33,11 +33,10 @@ from stockade.posture.rule import (
     parse_version,
 )
 from stockade.rules import RuleError, Source, check_condition, each_rule, frameworks
-from stockade.rules.loader import as_source, read_sources
+from stockade.rules.loader import CheckReport, as_source, read_sources
 
 __all__ = ["LATEST_K8S", "OLDEST_K8S", "PostureFinding", "Rule", "evaluate", "load_rules", "parse_rules",
            "parse_version"]  # fmt: skip
-
 
 
 def parse_rules(doc: Any, where: Source | str) -> list[Rule]:
@@ -46,47 +45,74 @@ def parse_rules(doc: Any, where: Source | str) -> list[Rule]:
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise RuleError(f"{src.name}: expected a mapping with a 'rules' list")
     out = []
-    for where_i, r in each_rule(doc, src):
-        w = where_i + (f" ({r.get('id')})" if isinstance(r, dict) and r.get("id") else "")
-        if not isinstance(r, dict):
-            raise RuleError(f"{w}: not a mapping")
-        missing = [k for k in ("id", "title", "severity", "scope", "fail", "remediation") if not r.get(k)]
-        if missing:
-            raise RuleError(f"{w}: missing {', '.join(missing)}")
-        if r["scope"] not in SCOPES or r["severity"] not in SEVERITIES:
-            raise RuleError(f"{w}: scope must be one of {sorted(SCOPES)}, severity one of {sorted(SEVERITIES)}")
-        if r["scope"] == "resource" and not r.get("kinds"):
-            raise RuleError(f"{w}: a resource rule lists the kinds it applies to")
-        check_condition(r["fail"], f"{w}: fail")
-        since = parse_version(r["since"], f"{w}: since") if r.get("since") else (0, 0)
-        variants: list[Variant] = []
-        for j, v in enumerate(r.get("versions") or []):
-            if not isinstance(v, dict) or not v.get("since"):
-                raise RuleError(f"{w}: versions[{j}] needs 'since'")
-            vfail = v["fail"] if "fail" in v else (variants[-1].fail if variants else r["fail"])
-            check_condition(vfail, f"{w}: versions[{j}].fail")
-            if v.get("skip") is not None:
-                check_condition(v["skip"], f"{w}: versions[{j}].skip")
-            variants.append(Variant(parse_version(v["since"], f"{w}: versions[{j}]"), vfail, v.get("skip")))
-        out.append(
-            Rule(
-                id=str(r["id"]),
-                title=str(r["title"]),
-                severity=str(r["severity"]),
-                scope=str(r["scope"]),
-                fail=r["fail"],
-                kinds=list(r.get("kinds") or []),
-                frameworks=frameworks(r, w),
-                rationale=str(r.get("rationale", "")),
-                remediation=str(r["remediation"]),
-                patch=str(r.get("patch", "")),
-                fields=list(r.get("fields") or []),
-                trivy=str(r.get("trivy", "")),
-                since=since,
-                versions=variants,
-            )
-        )
+    for i, where_i, r in each_rule(doc, src):
+        with src.at("rules", i):
+            out.append(parse_rule(r, where_i))
     return out
+
+
+def parse_rule(r: Any, where_i: str) -> Rule:
+    """One posture rule, checked."""
+    w = where_i
+    if not isinstance(r, dict):
+        raise RuleError(f"{w}: not a mapping")
+    missing = [k for k in ("id", "title", "severity", "scope", "fail", "remediation") if not r.get(k)]
+    if missing:
+        raise RuleError(f"{w}: missing {', '.join(missing)}")
+    if r["scope"] not in SCOPES or r["severity"] not in SEVERITIES:
+        raise RuleError(f"{w}: scope must be one of {sorted(SCOPES)}, severity one of {sorted(SEVERITIES)}")
+    if r["scope"] == "resource" and not r.get("kinds"):
+        raise RuleError(f"{w}: a resource rule lists the kinds it applies to")
+    check_condition(r["fail"], f"{w}: fail")
+    since = parse_version(r["since"], f"{w}: since") if r.get("since") else (0, 0)
+    variants: list[Variant] = []
+    for j, v in enumerate(r.get("versions") or []):
+        if not isinstance(v, dict) or not v.get("since"):
+            raise RuleError(f"{w}: versions[{j}] needs 'since'")
+        vfail = v["fail"] if "fail" in v else (variants[-1].fail if variants else r["fail"])
+        check_condition(vfail, f"{w}: versions[{j}].fail")
+        if v.get("skip") is not None:
+            check_condition(v["skip"], f"{w}: versions[{j}].skip")
+        variants.append(Variant(parse_version(v["since"], f"{w}: versions[{j}]"), vfail, v.get("skip")))
+    return Rule(
+        id=str(r["id"]),
+        title=str(r["title"]),
+        severity=str(r["severity"]),
+        scope=str(r["scope"]),
+        fail=r["fail"],
+        kinds=list(r.get("kinds") or []),
+        frameworks=frameworks(r, w),
+        rationale=str(r.get("rationale", "")),
+        remediation=str(r["remediation"]),
+        patch=str(r.get("patch", "")),
+        fields=list(r.get("fields") or []),
+        trivy=str(r.get("trivy", "")),
+        since=since,
+        versions=variants,
+    )
+
+
+def check(src: Source, report: CheckReport) -> None:
+    """Every error of a user's posture rule file (``stockade rules check``), each rule on its own."""
+    try:
+        doc = src.load()
+        if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+            raise RuleError(f"{src.name}: expected a mapping with a 'rules' list")
+    except RuleError as exc:
+        report.errors.append(str(exc))
+        return
+    seen: set[str] = set()
+    for i, w, r in each_rule(doc, src):
+        try:
+            with src.at("rules", i):
+                rule = parse_rule(r, w)
+                if rule.id in seen:
+                    raise RuleError(f"{w}: rule id {rule.id!r} used twice in this file")
+        except RuleError as exc:
+            report.errors.append(str(exc))
+            continue
+        seen.add(rule.id)
+        report.rules += 1
 
 
 def load_rules(extra: list[Path] | None = None) -> list[Rule]:

@@ -191,7 +191,8 @@ def valid_entry(kind: str, entry: str) -> str | None:
         return entry if _network(entry) is not None else None
     if kind == "domain":
         d = _domain(entry)
-        return d if _DOMAIN.fullmatch(d) else None
+        # an IP address is not a domain: a name's last label is never all digits (RFC 3696, 2)
+        return d if _DOMAIN.fullmatch(d) and not d.rsplit(".", 1)[-1].isdigit() else None
     if kind == "hash":
         h = entry.lower()
         return h if _HEX.fullmatch(h) else None

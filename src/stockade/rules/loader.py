@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
@@ -130,14 +130,14 @@ def read_definitions(doc: Any, src: Source, lists: dict[str, Any], macros: dict[
     macros.update(m)
 
 
-def each_rule(doc: dict[str, Any], src: Source) -> Iterator[tuple[str, Any]]:
-    """(where, rule) for each rule of a file; errors raised while the caller handles one name its line."""
+def each_rule(doc: dict[str, Any], src: Source) -> Iterator[tuple[int, str, Any]]:
+    """(index, where, rule) for each rule of a file; the caller handles each inside ``src.at("rules", index)``
+    so that its errors name the rule's line."""
     rules = doc.get("rules") or []
     if not isinstance(rules, list):
         raise RuleError(f"{src.name}: 'rules' must be a list")
     for i, r in enumerate(rules):
-        with src.at("rules", i):
-            yield f"{src.name}: rule {i}", r
+        yield i, f"{src.name}: rule {i}" + (f" ({r.get('id')})" if isinstance(r, dict) and r.get("id") else ""), r
 
 
 def read_rule(
@@ -151,7 +151,7 @@ def read_rule(
     """What audit and sensor rules share, checked and compiled: id, title, severity, MITRE tactics and
     techniques, condition (``default`` when absent), exceptions, description, remediation, output. None for
     a rule with ``enabled: false``; ``required`` names further keys the rule must have."""
-    w = f"{where}" + (f" ({r.get('id')})" if isinstance(r, dict) and r.get("id") else "")
+    w = where
     if not isinstance(r, dict):
         raise RuleError(f"{w}: not a mapping")
     if r.get("enabled") is False:
@@ -203,3 +203,62 @@ def load_pack(package: str, extra: list[Path] | None, parse_file: ParseFile) -> 
 def data_lists(lists: dict[str, Any]) -> list[tuple[str, DataList]]:
     """The file-backed lists among a pack's lists (for reporting what their files held)."""
     return [(n, v) for n, v in lists.items() if isinstance(v, DataList)]
+
+
+@dataclass(slots=True)
+class CheckReport:
+    """What ``stockade rules check`` found in one file."""
+
+    path: str
+    engine: str = ""
+    rules: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def pack_definitions(package: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lists and macros of ``package``'s built-in rule files (what a user's file may use)."""
+    lists: dict[str, Any] = {}
+    macros: dict[str, Any] = {}
+    for src in read_sources(package, None):
+        read_definitions(src.load(), src, lists, macros)
+    return lists, macros
+
+
+ReadOne = Callable[[Any, str, dict[str, Any], dict[str, Any]], Any]
+
+
+def check_pack_file(src: Source, package: str, read_one: ReadOne, report: CheckReport) -> None:
+    """Every error of a user's rule file for ``package``'s pack (each rule on its own, so that one bad rule does
+    not hide the next), and the entries its data-file lists skipped, into ``report``."""
+    lists, macros = pack_definitions(package)
+    try:
+        doc = src.load()
+        known = dict(lists)
+        read_definitions(doc, src, known, macros)
+        own_lists = {k: v for k, v in known.items() if k not in lists or lists[k] is not v}
+    except RuleError as exc:
+        report.errors.append(str(exc))
+        return
+    for name, data in data_lists(own_lists):
+        if data.skipped:
+            report.warnings.append(f"{src.name}: list {name!r}: {data.skipped} entries skipped "
+                                   f"(first: {data.first_skipped})")  # fmt: skip
+    try:
+        rules = list(each_rule(doc, src))
+    except RuleError as exc:
+        report.errors.append(str(exc))
+        return
+    seen: set[str] = set()
+    for i, w, r in rules:
+        try:
+            with src.at("rules", i):
+                rule = read_one(r, w, known, macros)
+                if rule is not None and rule.id in seen:
+                    raise RuleError(f"{w}: rule id {rule.id!r} used twice in this file")
+        except RuleError as exc:
+            report.errors.append(str(exc))
+            continue
+        if rule is not None:
+            seen.add(rule.id)
+            report.rules += 1

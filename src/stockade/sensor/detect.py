@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from stockade.model import Alert
 from stockade.rules import Bursts, Index, render
 from stockade.sensor.rules import SensorRule
 
-BASELINE_EXE = "STK-RT-100"
-BASELINE_NET = "STK-RT-101"
+
+@dataclass(frozen=True, slots=True)
+class BaselineRule:
+    """A rule the behavioural baseline raises (written in code: it learns, it is not a condition)."""
+
+    id: str
+    title: str
+    severity: str
+    tactics: list[str]
+    techniques: list[str]
+    remediation: str
+
+
+EXE_RULE = BaselineRule("STK-RT-100", "Process not seen while learning the workload", "LOW", ["Execution"],
+                        ["T1059"], "Check whether the new program is expected.")  # fmt: skip
+NET_RULE = BaselineRule("STK-RT-101", "Connection not seen while learning the workload", "LOW",
+                        ["Command and Control"], ["T1071"],
+                        "Check whether the new destination is expected.")  # fmt: skip
+BASELINE_RULES = [EXE_RULE, NET_RULE]
+BASELINE_EXE, BASELINE_NET = EXE_RULE.id, NET_RULE.id
 
 
 class Detector:
@@ -67,17 +86,9 @@ class Detector:
                 if len(exes) < self.max_learned:
                     exes.add(exe)
                 if not learning:
-                    a = self._raise(
-                        BASELINE_EXE,
-                        "Process not seen while learning the workload",
-                        "LOW",
-                        ["Execution"],
-                        ["T1059"],
-                        f"{exe} in {key}",
-                        "",
-                        "Check whether the new program is expected.",
-                        ev,
-                    )
+                    r = EXE_RULE
+                    a = self._raise(r.id, r.title, r.severity, r.tactics, r.techniques, f"{exe} in {key}", "",
+                                    r.remediation, ev)  # fmt: skip
                     out += [a] if a else []
         else:
             net = ev.get("net") or {}
@@ -86,9 +97,9 @@ class Detector:
                 if len(dests) < self.max_learned:
                     dests.add(dest)
                 if not learning:
-                    a = self._raise(BASELINE_NET, "Connection not seen while learning the workload", "LOW",
-                                    ["Command and Control"], ["T1071"], f"{ev['proc']['comm']} to {dest} in {key}", "",
-                                    "Check whether the new destination is expected.", ev)  # fmt: skip
+                    r = NET_RULE
+                    a = self._raise(r.id, r.title, r.severity, r.tactics, r.techniques,
+                                    f"{ev['proc']['comm']} to {dest} in {key}", "", r.remediation, ev)  # fmt: skip
                     out += [a] if a else []
         return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stockade.rules import RuleError, Source, each_rule, expand, load_pack, read_definitions, read_rule
-from stockade.rules.loader import as_source
+from stockade.rules.loader import CheckReport, as_source, check_pack_file
 
 TYPES = {"exec", "open", "connect", "setuid", "capset", "module", "mount", "unlink"}
 
@@ -36,15 +36,27 @@ def parse(doc: Any, where: Source | str, lists: dict[str, Any], macros: dict[str
     src = as_source(where)
     read_definitions(doc, src, lists, macros)
     out = []
-    for w, r in each_rule(doc, src):
-        common = read_rule(r, w, lists, macros, {"field": "type", "op": "exists"}, required=("types",))
-        if common is None:
-            continue
-        types = expand(r["types"], lists, macros, w)
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types) or not set(types) <= TYPES:
-            raise RuleError(f"{w}: types must be a list among {sorted(TYPES)}")
-        out.append(SensorRule(**common, types=[str(t) for t in types]))
+    for i, w, r in each_rule(doc, src):
+        with src.at("rules", i):
+            rule = _read(r, w, lists, macros)
+        if rule is not None:
+            out.append(rule)
     return out
+
+
+def _read(r: Any, w: str, lists: dict[str, Any], macros: dict[str, Any]) -> SensorRule | None:
+    common = read_rule(r, w, lists, macros, {"field": "type", "op": "exists"}, required=("types",))
+    if common is None:
+        return None
+    types = expand(r["types"], lists, macros, w)
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types) or not set(types) <= TYPES:
+        raise RuleError(f"{w}: types must be a list among {sorted(TYPES)}")
+    return SensorRule(**common, types=[str(t) for t in types])
+
+
+def check(src: Source, report: CheckReport) -> None:
+    """Every error of a user's sensor rule file (``stockade rules check``)."""
+    check_pack_file(src, "stockade.sensor", _read, report)
 
 
 def load(extra: list[Path] | None = None) -> list[SensorRule]:

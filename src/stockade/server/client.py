@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
-from stockade.model import StockadeError
+from stockade.model import ScanResult, StockadeError
 
 log = logging.getLogger("stockade.client")
 
@@ -153,6 +153,22 @@ class Publisher:
         self._thread.join()
         self.client.close()
         return {"sent": self.sent, "dropped": self.dropped, "failed": self.failed}
+
+
+def scan_sender(server: str, token: str, refs: list[str] | None = None) -> Callable[[ScanResult], None]:
+    """What ``stockade scan --server`` does with a scan: sent to the server under ``refs`` (default: the image
+    argument) with a contributor's token."""
+
+    def send(result: ScanResult) -> None:
+        client = Client(server, token)
+        try:
+            docs = [scan_document(r, result.inventory, result.findings, result.db_built_at)
+                    for r in refs or [result.image]]  # fmt: skip
+            client.send_scans(docs)
+        finally:
+            client.close()
+
+    return send
 
 
 def scan_document(ref: str, inv: Any, findings: list[Any], db_built_at: str) -> dict[str, Any]:

@@ -237,3 +237,37 @@ def update(
     finally:
         if own:
             f.close()
+
+
+@dataclass(slots=True)
+class Refresh:
+    """What ``stockade db update`` did: each feed's fetch, and whether the database was rebuilt (from how many
+    sources)."""
+
+    results: list[FetchResult]
+    rebuilt: bool = False
+    sources: int = 0
+
+    @property
+    def failed(self) -> list[FetchResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+def refresh(dest: Path, feed_dir: Path | None = None, feeds_file: Path | None = None, only: list[str] | None = None,
+            progress: Callable[[FetchResult], None] | None = None) -> Refresh:  # fmt: skip
+    """Fetch the feeds (the defaults, or those of ``feeds_file``; ``only`` by name) into ``feed_dir`` (default:
+    next to the database) and rebuild the database at ``dest`` unless every feed was unchanged."""
+    from stockade.vulndb.build import build
+
+    root = feed_dir or dest.parent / "feeds"
+    chosen = load_feeds(feeds_file) if feeds_file else default_feeds()
+    if only:
+        chosen = [f for f in chosen if f.name in set(only)]
+    out = Refresh(update(chosen, root, progress=progress))
+    if out.failed and len(out.failed) == len(out.results) and not dest.exists():
+        raise StockadeError("no feed could be fetched")
+    if dest.exists() and all(r.status == "not modified" for r in out.results):
+        return out
+    out.sources = len(build([root], dest).sources)
+    out.rebuilt = True
+    return out

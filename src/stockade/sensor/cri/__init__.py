@@ -144,3 +144,28 @@ class PodLookup:
                 self.last_error = str(exc)
                 return None
         return self.known.get(container_id)
+
+
+def lookup_for(cri_socket: str, log: Callable[[str], None]) -> PodLookup | None:
+    """The pod lookup for ``--cri-socket``: None for 'none' or when 'auto' finds no runtime (said through
+    ``log``); StockadeError when a socket named explicitly does not answer."""
+    if cri_socket == "none":
+        return None
+    path = cri_socket
+    if cri_socket == "auto":
+        found = find_socket() or find_socket(Path("/host"))
+        if found is None:
+            log("pod lookup: no container runtime socket found (--cri-socket); pods are named from cgroups only")
+            return None
+        path = found
+    client = CriClient(path)
+    try:
+        v = client.version()
+    except CriError as exc:
+        client.close()
+        if cri_socket == "auto":
+            log(f"pod lookup: {exc}; pods are named from cgroups only")
+            return None
+        raise StockadeError(str(exc)) from None
+    log(f"pod lookup: {v['runtime']} {v['version']} (CRI {v['api']}) at {path}")
+    return PodLookup(client)

@@ -1,0 +1,133 @@
+"""`stockade audit`: control-plane threat detection from Kubernetes audit logs."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from stockade.cli.common import (
+    CLUSTER_OPT,
+    EXIT_INPUT,
+    EXIT_USAGE,
+    SERVER_OPT,
+    TOKEN_OPT,
+    alert_sender,
+    err,
+    input_errors,
+    write,
+)
+from stockade.model import StockadeError
+
+audit_app = typer.Typer(help="Control-plane threat detection from Kubernetes audit logs.", no_args_is_help=True)
+
+
+class AuditFormat(StrEnum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+@audit_app.command("scan")
+def audit_scan(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Audit logs (JSON lines, EventList, AKS/EKS/GKE exports); - for stdin")
+    ] = None,
+    fmt: Annotated[AuditFormat, typer.Option("--format", "-f", help="Output format")] = AuditFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
+    follow: Annotated[bool, typer.Option(help="Keep reading as the (single) file grows; follows rotation")] = False,
+    state: Annotated[
+        Path | None, typer.Option(help="Remember the offset here and resume from it (single file)")
+    ] = None,
+    window: Annotated[int, typer.Option(help="Dedup window in seconds: repeats become one alert's count")] = 600,
+    exit_code: Annotated[int, typer.Option(help="Exit with this code when alerts were raised")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    server: Annotated[str | None, SERVER_OPT] = None,
+    cluster: Annotated[str | None, CLUSTER_OPT] = None,
+    token: Annotated[str | None, TOKEN_OPT] = None,
+) -> None:
+    """Raise alerts (MITRE ATT&CK for Containers) from Kubernetes audit events."""
+    from stockade.audit.stream import scan
+
+    paths = files or [Path("-")]
+    if (follow or state) and len(paths) != 1:
+        err("[red]error:[/] --follow and --state take exactly one file")
+        raise typer.Exit(EXIT_USAGE)
+    # alerts written out as raised (JSON lines to stdout) are not kept: only the open bursts are (bounded
+    # memory); a report at the end (table, JSON, a file) keeps every alert
+    stream_out = fmt is AuditFormat.jsonl and output is None
+    with input_errors():
+        deltas = alert_sender(server, cluster, token, "audit")
+        detector, stats, sent = scan(paths, rules, window, sys.stdout.buffer if stream_out else None, deltas, follow,
+                                     state, keep_alerts=not stream_out)  # fmt: skip
+    if sent is not None and (sent["failed"] or sent["dropped"]):
+        err(f"[red]error:[/] {sent['failed'] + sent['dropped']} alert(s) not delivered to {server}")
+        raise typer.Exit(EXIT_INPUT)
+    if not quiet and stats.malformed:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(stats.reasons.items()))
+        err(f"[yellow]warning:[/] {stats.malformed} malformed record(s) skipped ({reasons})")
+    alerts = detector.alerts
+    if fmt is AuditFormat.table and output is None:
+        from rich.console import Console
+        from rich.table import Table
+
+        out = Console()
+        out.print(f"{stats.events} events, {len(alerts)} alerts")
+        table = Table()
+        for col in ("Severity", "Rule", "Count", "Time", "User", "Message", "MITRE"):
+            table.add_column(col, overflow="fold")
+        for a in alerts:
+            table.add_row(a.severity, a.rule, str(a.count), a.time, a.user, a.message, ",".join(a.techniques))
+        out.print(table)
+    elif not stream_out:
+        if fmt is AuditFormat.json:
+            data = orjson.dumps(
+                {"events": stats.events, "malformed": stats.malformed, "alerts": [a.to_dict() for a in alerts]},
+                option=orjson.OPT_INDENT_2,
+            )
+        else:
+            data = b"\n".join(a.to_json() for a in alerts)
+        write(data, output)
+    if detector.raised and exit_code:
+        raise typer.Exit(exit_code)
+
+
+@audit_app.command("serve")
+def audit_serve(
+    cert: Annotated[Path, typer.Option(help="TLS certificate (PEM)")],
+    key: Annotated[Path, typer.Option(help="Its private key (PEM)")],
+    token_file: Annotated[Path, typer.Option(help="Bearer tokens the API server may present, one per line")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Append alerts (JSON lines) here")] = None,
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule file (YAML); repeatable")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8444,
+    window: Annotated[int, typer.Option(help="Dedup window in seconds")] = 600,
+) -> None:
+    """Receive audit events from the API server's webhook backend (EventList over HTTPS) and raise alerts."""
+    import uvicorn
+
+    from stockade.audit.detect import Detector, tune_gc
+    from stockade.audit.rules import load as load_audit_rules
+    from stockade.audit.server import create_app
+
+    with input_errors():
+        for p in (cert, key, token_file):
+            if not p.is_file():
+                raise StockadeError(f"{p}: no such file")
+        tokens = [t.strip() for t in token_file.read_text().splitlines() if t.strip()]
+        if not tokens:
+            raise StockadeError(f"{token_file}: no token in it")
+        detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=False)  # runs for months
+        tune_gc()
+        try:
+            out = output.open("ab") if output else sys.stdout.buffer
+        except OSError as exc:
+            raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
+    app = create_app(detector, tokens, out)
+    uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
+                access_log=False)  # fmt: skip

@@ -1,0 +1,17 @@
+"""The audit log of every write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from stockade.server import db as t
+from stockade.server.store.base import StoreBase
+
+
+class AuditLogStore(StoreBase):
+    def audit_entries(self, limit: int = 200) -> list[dict[str, Any]]:
+        with self.engine.connect() as con:
+            rows = con.execute(select(t.audit_log).order_by(t.audit_log.c.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
