@@ -61,7 +61,7 @@ def test_tor_and_ipsum_lists_as_cidr(intel: Path) -> None:
     assert len(tor_ips) > 500
     lst = load_file(tor, "cidr")
     assert set(lst) == set(_lines(tor)) and lst.skipped == sum(not _is_ip_or_net(x) for x in _lines(tor))
-    match = lst.in_cidr()
+    match = lst.matcher("in_cidr")
     ipsum_ips = [x.split()[0] for x in _lines(ipsum)]
     assert len(ipsum_ips) > 100_000
     for ip in ipsum_ips[:20_000] + sorted(tor_ips):  # the oracle: set membership (the tor list holds addresses)
@@ -69,7 +69,7 @@ def test_tor_and_ipsum_lists_as_cidr(intel: Path) -> None:
     # ipsum's "address<TAB>count" lines: the address is the first field
     ipsum_list = load_file(ipsum, "cidr")
     assert len(ipsum_list) == len(set(ipsum_ips)) and ipsum_list.skipped == 0
-    assert ipsum_list.in_cidr()(ipsum_ips[-1]) and not ipsum_list.in_cidr()("127.0.0.1")
+    assert ipsum_list.matcher("in_cidr")(ipsum_ips[-1]) and not ipsum_list.matcher("in_cidr")("127.0.0.1")
 
 
 def test_loki_iocs_mixed_list_and_hashes(intel: Path) -> None:
@@ -84,7 +84,7 @@ def test_loki_iocs_mixed_list_and_hashes(intel: Path) -> None:
     as_domain = load_file(iocs / "c2-iocs.txt", "domain")
     names = {x.lower().rstrip(".") for x in c2 if not _is_ip_or_net(x)}
     assert set(as_domain) <= names and len(as_domain) > 100
-    match = as_domain.domain_in()
+    match = as_domain.matcher("domain_in")
     some = sorted(as_domain)[:200]
     for d in some:
         assert match(d) and match("www." + d.upper() + ".")  # below a listed domain, any case, trailing dot
@@ -104,7 +104,7 @@ def test_hosts_file_by_column(intel: Path) -> None:
     domains = {x.split()[1].lower() for x in _lines(hosts) if len(x.split()) > 1}
     lst = load_file(hosts, "domain", column=1)
     assert set(lst) == domains and len(domains) > 100
-    match = lst.domain_in()
+    match = lst.matcher("domain_in")
     for d in sorted(domains)[:300]:
         assert match("ws." + d)
         assert not match(d.replace(".", "-") + ".example") or any(

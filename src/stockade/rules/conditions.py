@@ -332,9 +332,7 @@ class _CodeGen:
         """The op on variable ``v`` as an expression, specialised once (sets for membership, compiled regular
         expressions); the rarer ops call _test."""
         if op in LIST_OPS:
-            data = as_data_list(want, LIST_OPS[op])
-            index = {"in_cidr": data.in_cidr, "domain_in": data.domain_in, "contains_any": data.contains_any}[op]()
-            return f"{self.const(index)}({v})"
+            return f"{self.const(as_data_list(want, LIST_OPS[op]).matcher(op))}({v})"
         if op in ("in", "not_in") and isinstance(want, DataList):
             member = f"({v}.__hash__ is not None and {v} in {self.const(want.exact())})"
             return member if op == "in" else f"(not {member})"

@@ -46,9 +46,7 @@ class DataList:
         self.entries = tuple(dict.fromkeys(entries))  # first-seen order, once each
         self.skipped, self.first_skipped = skipped, first_skipped
         self._exact: frozenset[str] | None = None
-        self._cidr: Callable[[Any], bool] | None = None
-        self._domains: Callable[[Any], bool] | None = None
-        self._substrings: Callable[[Any], bool] | None = None
+        self._indexes: dict[str, Callable[[Any], bool]] = {}  # op -> its matcher, built on first use
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.entries)
@@ -75,20 +73,13 @@ class DataList:
             self._exact = frozenset(self.entries)
         return self._exact
 
-    def in_cidr(self) -> Callable[[Any], bool]:
-        if self._cidr is None:
-            self._cidr = cidr_matcher(self.entries)
-        return self._cidr
-
-    def domain_in(self) -> Callable[[Any], bool]:
-        if self._domains is None:
-            self._domains = domain_matcher(self.entries)
-        return self._domains
-
-    def contains_any(self) -> Callable[[Any], bool]:
-        if self._substrings is None:
-            self._substrings = substring_matcher(self.entries)
-        return self._substrings
+    def matcher(self, op: str) -> Callable[[Any], bool]:
+        """The index for ``op`` (in_cidr, domain_in or contains_any), built once."""
+        fn = self._indexes.get(op)
+        if fn is None:
+            build = {"in_cidr": cidr_matcher, "domain_in": domain_matcher, "contains_any": substring_matcher}[op]
+            fn = self._indexes[op] = build(self.entries)
+        return fn
 
 
 def as_data_list(value: Any, kind: str = "string") -> DataList:
