@@ -10,8 +10,9 @@ still loads), and ``stockade rules check`` reports them.
 Indexes, built once per list on first use, for the ops of the condition language:
   in_cidr       the value is an IP address inside one of the list's networks: per address family, one set of
                 network numbers for each prefix length the list uses, so a lookup is one shift and one set
-                probe per prefix length (bench/lists.py measures it against pytricia's radix tree: same speed
-                on real lists, and no C extension to build)
+                probe per prefix length; dotted-quad IPv4 is parsed by inet_pton (C), the rest by ipaddress.
+                bench/lists.py measures it against pytricia's radix tree (a C extension) on 128,489 real
+                entries: 729 ns a lookup against pytricia's 1,278 ns, so no extension is needed
   domain_in     the value is one of the list's domains or below one (case-insensitive, a trailing dot ignored):
                 a set of the domains, probed with each suffix of the value at a label boundary
   contains_any  the value holds one of the list's strings: ``in`` for a handful, one Aho-Corasick automaton
