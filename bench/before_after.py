@@ -56,6 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stockade-bench-ba-"))
     base = work / "base"
+    (work / "shared").symlink_to(SHARED)  # the earlier tree's bench scripts read ../shared beside it
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base],
                    check=True, capture_output=True)  # fmt: skip
     try:
