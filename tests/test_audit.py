@@ -656,3 +656,29 @@ def test_cloud_shapes_with_fields_of_any_type_never_stop_the_engine(
     for ev in documents_to_events(doc, stats):
         for a in d.process(ev):
             assert b"\n" not in a.to_json()
+
+
+def test_the_engine_function_audit_scan_calls(traces: Path, tmp_path: Path) -> None:
+    """audit/stream.py scan, called without the CLI: every attack trace and every benign one in one run, alerts
+    streamed as JSON lines as raised, the counts Falco expects, nothing from the benign traces, and the offset
+    saved for a single file (--state)."""
+    import io
+
+    from stockade.audit.stream import scan
+
+    paths = [traces / f"{t}.json" for t in sorted(DETECT)] + [traces / f"{t}.json" for t in sorted(BENIGN)]
+    out = io.BytesIO()
+    detector, stats, sent = scan(paths, out=out)
+    assert sent is None and stats.events > len(paths) - 1
+    want: Counter[str] = Counter()
+    for falco_rule, count in DETECT.values():
+        want[FALCO[falco_rule]] += count
+    got: Counter[str] = Counter()
+    for a in detector.alerts:
+        got[a.rule] += a.count
+    assert got == want
+    streamed = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [a["rule"] for a in streamed] == [a.rule for a in detector.alerts]
+    state = tmp_path / "state.json"
+    scan([traces / "exec_pod.json"], state=state)
+    assert json.loads(state.read_text())["offset"] == (traces / "exec_pod.json").stat().st_size

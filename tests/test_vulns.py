@@ -41,9 +41,8 @@ def _secdb(branch: str) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-@pytest.mark.parametrize("image, branch", [("39", "3.9"), ("310", "3.10"), ("311", "3.11")])
-def test_alpine_images_report_what_secdb_lists(fixtures_dir: Path, vulndb: VulnDB, image: str, branch: str) -> None:
-    inv = catalog_image(str(fixtures_dir / "images" / f"trivy-alpine-{image}.tar.gz"))
+def _secdb_expected(inv: Any, branch: str) -> set[tuple[str, str]]:
+    """(id, source package) of every secdb fix newer than the installed version (libapt compares)."""
     sec = _secdb(branch)
     candidates = [
         (p.source_name, p.version, fixed, vid)
@@ -52,7 +51,13 @@ def test_alpine_images_report_what_secdb_lists(fixtures_dir: Path, vulndb: VulnD
         if fixed not in ("0", "0-r0") and re.match(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9][\w.:-]*$", vid)
     ]
     lt = libapt_lt([(installed, fixed) for _, installed, fixed, _ in candidates])
-    expected = {(vid, src) for (src, _, _, vid), is_lt in zip(candidates, lt, strict=True) if is_lt}
+    return {(vid, src) for (src, _, _, vid), is_lt in zip(candidates, lt, strict=True) if is_lt}
+
+
+@pytest.mark.parametrize("image, branch", [("39", "3.9"), ("310", "3.10"), ("311", "3.11")])
+def test_alpine_images_report_what_secdb_lists(fixtures_dir: Path, vulndb: VulnDB, image: str, branch: str) -> None:
+    inv = catalog_image(str(fixtures_dir / "images" / f"trivy-alpine-{image}.tar.gz"))
+    expected = _secdb_expected(inv, branch)
     got = {(f.vuln_id, f.package.source_name) for f in match(inv, vulndb)}
     assert len(expected) >= 10
     assert got == expected
@@ -612,3 +617,29 @@ def test_ubuntu_usn_oval(vulndb: VulnDB) -> None:
                 assert vid in found
                 checked += 1
     assert checked >= 40
+
+
+def test_the_engine_function_scan_calls(fixtures_dir: Path, vulndb: VulnDB, tmp_path: Path) -> None:
+    """match/scan.py scan_image, called without the CLI: the findings secdb lists for alpine 3.11 (the oracle
+    above), an ignore file silencing one id, and each recorder handed the result: the admission gate's scan store
+    then counts what is not silenced."""
+    from stockade.admission.scans import ScanStore, recorder
+    from stockade.match.scan import scan_image
+    from stockade.model import ScanResult
+
+    image = str(fixtures_dir / "images" / "trivy-alpine-311.tar.gz")
+    expected = _secdb_expected(catalog_image(image), "3.11")
+    silenced = sorted(expected)[0][0]
+    ignore = tmp_path / ".stockadeignore"
+    ignore.write_text(f"{silenced}  # accepted in this test\n")
+    seen: list[ScanResult] = []
+    store = tmp_path / "scans.db"
+    recorders = [recorder(store, ["alpine:3.11"]), seen.append]
+    result = scan_image(image, vulndb.path, ignorefile=ignore, recorders=recorders)
+    assert seen == [result] and result.db_built_at
+    assert {(f.vuln_id, f.package.source_name) for f in result.findings} == expected
+    assert {f.vuln_id for f in result.findings if f.suppressed} == {silenced}
+    summary = ScanStore(store).lookup("docker.io/library/alpine:3.11")
+    assert summary is not None
+    # a finding per binary package: the silenced id's findings are out of the store's counts, the others in
+    assert sum(summary.counts.values()) == sum(1 for f in result.findings if f.vuln_id != silenced) > 0
