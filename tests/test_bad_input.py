@@ -234,3 +234,44 @@ def test_every_cataloger_fails_cleanly(path: str, pos: int, patch: bytes, trunca
         with contextlib.suppress(ParseError):
             c.run(path, bytes(data))
     assert LOCKFILE_NAMES
+
+
+def _zip_bomb_jar(path: Path, inflated: int) -> None:
+    """A small jar whose pom.properties inflates to ``inflated`` bytes (zeros deflate ~1000:1), beside a real
+    MANIFEST.MF; written in chunks so the test itself stays small in memory."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nImplementation-Version: 2.4.1\n")
+        with zf.open("META-INF/maven/org.acme/bomb/pom.properties", "w", force_zip64=True) as fh:
+            chunk = b"#" + b"0" * (1024**2 - 1)
+            for _ in range(inflated // len(chunk)):
+                fh.write(chunk)
+
+
+def test_a_pom_properties_bomb_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
+    """A jar of under a megabyte whose pom.properties inflates to 300 MiB: skipped with a warning naming it,
+    the jar still catalogued from its manifest, and the cataloger's memory stays far below the inflated size."""
+    import tracemalloc
+
+    from stockade.inventory.java import JavaArchiveCataloger
+
+    jar = tmp_path / "bomb-2.4.1.jar"
+    _zip_bomb_jar(jar, 300 * 1024**2)
+    assert jar.stat().st_size < 1024**2
+    data = jar.read_bytes()
+    tracemalloc.start()
+    try:
+        result = JavaArchiveCataloger().parse("opt/app/bomb-2.4.1.jar", data)
+        _size, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024**2, peak
+    assert any("pom.properties" in w and "skipped" in w for w in result.warnings)
+    assert [(p.name, p.version) for p in result.packages] == [("bomb", "2.4.1")]
+    # through the image reader: the warning reaches the inventory
+    root = tmp_path / "rootfs"
+    (root / "opt" / "app").mkdir(parents=True)
+    (root / "opt" / "app" / "bomb-2.4.1.jar").write_bytes(data)
+    inv = catalog_image(str(root))
+    assert any("pom.properties" in w and "skipped" in w for w in inv.warnings)

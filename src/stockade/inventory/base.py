@@ -17,6 +17,7 @@ class ParseError(StockadeError):
 class ParseResult:
     packages: list[Package] = field(default_factory=list)
     text: str | None = None  # kept verbatim (small OS release files), merged later
+    warnings: list[str] = field(default_factory=list)  # what was skipped (an entry over its size cap) and why
 
 
 class Cataloger:

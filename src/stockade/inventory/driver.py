@@ -187,6 +187,7 @@ def analyze_entries(entries: Iterator[Entry], dispatcher: Dispatcher, limits: Li
             except ParseError as exc:
                 result.warnings.append(f"layer {where}: {exc}")
                 continue
+            result.warnings += [f"layer {where}: {w}" for w in parsed.warnings]
             if parsed.packages or parsed.text is not None:
                 result.files.setdefault(entry.path, []).append(FileResult(c.name, parsed.packages, parsed.text))
     return result
