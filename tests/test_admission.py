@@ -440,3 +440,54 @@ def test_requests_recorded_in_real_audit_traces(audit_traces: Path, trace: str, 
         if trace == "create_nginx_pod_unsensitive_mount":
             assert "STK-PSS-B-007" in got  # a hostPath all the same (/usr/local), just not a sensitive one
     assert (rule in got) is flagged, got
+
+
+def _debug_review(pod: dict[str, Any], debugger: dict[str, Any], before: list[dict[str, Any]]) -> dict[str, Any]:
+    """The AdmissionReview `kubectl debug` causes: an UPDATE of pods/ephemeralcontainers whose object is the pod
+    with ``debugger`` added to its ephemeral containers (``before`` were there already)."""
+    old = {**pod, "spec": {**pod["spec"], "ephemeralContainers": before}}
+    new = {**pod, "spec": {**pod["spec"], "ephemeralContainers": [*before, debugger]}}
+    doc = review(new, "prod", op="UPDATE")
+    doc["request"]["subResource"] = "ephemeralcontainers"
+    doc["request"]["oldObject"] = {**old, "metadata": {**old["metadata"], "namespace": "prod"}}
+    return doc
+
+
+def test_ephemeral_containers_are_reviewed_for_what_they_add(tmp_path: Path) -> None:
+    """`kubectl debug --profile=sysadmin` adds a privileged ephemeral container: the webhook is registered for
+    pods/ephemeralcontainers and denies it; a restricted debugger is admitted even when the pod it joins has
+    violations of its own (admitted before, in audit mode), and so is a request that adds nothing."""
+    from stockade.admission.manifests import WEBHOOK_RULES
+    from stockade.admission.review import Reviewer
+
+    assert any("pods/ephemeralcontainers" in r["resources"] for r in WEBHOOK_RULES)
+    certs = tmp_path / "certs"
+    subprocess.run([*CLI, "admission", "certs", str(certs)], check=True, capture_output=True)
+    out = subprocess.run([*CLI, "admission", "manifests", "--certs", str(certs)], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    hook = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "ValidatingWebhookConfiguration")
+    rules = hook["webhooks"][0]["rules"]
+    assert any("pods/ephemeralcontainers" in r["resources"] and "UPDATE" in r["operations"] for r in rules)
+
+    # Pod Security Standards denied, the rest audited (the workload hygiene rules, limits and probes, do not
+    # apply to ephemeral containers, which may not set them)
+    policy = {"defaultMode": "audit", "rules": {"STK-PSS-*": "deny"}, "exemptNamespaces": []}
+    reviewer = Reviewer(AdmissionPolicy.from_dict(policy))
+    # a pod admitted earlier with a violation of its own: it runs as root, no seccomp profile
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+           "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}  # fmt: skip
+    assert not reviewer.review(review(pod, "prod")).allowed  # as a new pod, deny mode refuses it
+    sysadmin = {"name": "debugger-x1", "image": "busybox:1.36", "securityContext": {"privileged": True}}
+    d = reviewer.review(_debug_review(pod, sysadmin, []))
+    assert not d.allowed and "debugger-x1" in d.message
+    assert {v.container for v in d.violations} == {"debugger-x1"}  # the pod's own violations are not re-judged
+    restricted = {"name": "debugger-x2", "image": "busybox:1.36", "securityContext": {
+        "runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}}  # fmt: skip
+    d2 = reviewer.review(_debug_review(pod, restricted, [sysadmin]))
+    assert d2.allowed, d2.message
+    assert {v.container for v in d2.violations} <= {"debugger-x2"}  # audited hygiene findings only for it
+    # a request that adds no ephemeral container (the privileged one was there before) is not re-judged
+    same = _debug_review(pod, sysadmin, [])
+    same["request"]["oldObject"]["spec"]["ephemeralContainers"] = [sysadmin]
+    assert reviewer.review(same).allowed

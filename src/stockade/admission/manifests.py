@@ -9,9 +9,12 @@ from stockade.admission.certs import WebhookCerts
 from stockade.admission.policy import AdmissionPolicy
 
 NAME = "stockade-admission"
-# Every kind the posture rules read: pods and their controllers, RBAC, namespaces and service accounts.
+# Every kind the posture rules read: pods and their controllers, RBAC, namespaces and service accounts; and the
+# one pod subresource that adds containers to a running pod, with their own securityContext (`kubectl debug`,
+# `--profile=sysadmin` makes a privileged one): pods/ephemeralcontainers.
 WEBHOOK_RULES = [
-    {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods", "replicationcontrollers", "namespaces",
+    {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods", "pods/ephemeralcontainers",
+                                                             "replicationcontrollers", "namespaces",
                                                              "serviceaccounts"]},
     {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets",
                                                                  "replicasets"]},

@@ -191,6 +191,14 @@ class Reviewer:
         namespace = str(req.get("namespace") or (obj.get("metadata") or {}).get("namespace") or "")
         if namespace and self.policy.exempt(namespace):
             return Decision(uid, True, exempt=f"namespace {namespace}")
+        sub = str(req.get("subResource") or "")
+        added: set[str] | None = None  # pods/ephemeralcontainers: the containers this request adds
+        if sub == "ephemeralcontainers":
+            added = _ephemeral_added(obj, req.get("oldObject"))
+            if not added:
+                return Decision(uid, True, exempt="no ephemeral container added")
+        elif sub:
+            return Decision(uid, True, exempt=f"subresource {sub}")
         kind = (req.get("kind") or {}).get("kind") or obj.get("kind") or ""
         obj = {**obj, "kind": kind}
         res = to_resource(obj, f"admission {uid}")
@@ -199,6 +207,8 @@ class Reviewer:
             res.name = str(req.get("name") or "")
         violations: list[Violation] = []
         for f in evaluate(self.rules, [res], cross=False, version=self.version):
+            if added is not None and f.container not in added:  # the pod itself was reviewed when admitted
+                continue
             if self.exceptions.reason(f):
                 continue
             mode = self.policy.mode_for(f.rule.id, namespace)
@@ -207,6 +217,8 @@ class Reviewer:
         spec = pod_spec(res)
         if spec is not None and self.policy.image_gate.mode != "off":
             for v in self._image_violations(spec, namespace):
+                if added is not None and v.container not in added:
+                    continue
                 if not self.exceptions.reason(PostureFinding(v.rule, res, v.container)):
                     violations.append(v)
         denied = [v for v in violations if v.mode == "deny"]
@@ -249,6 +261,17 @@ class Reviewer:
             assert self._log is not None
             self._log.write(lines)
             self._log.flush()
+
+
+def _ephemeral_added(obj: dict[str, Any], old: Any) -> set[str]:
+    """The names of the ephemeral containers in ``obj`` that ``old`` (the pod before the request) lacks."""
+
+    def names(pod: Any) -> set[str]:
+        spec = pod.get("spec") if isinstance(pod, dict) else None
+        items = spec.get("ephemeralContainers") if isinstance(spec, dict) else None
+        return {str(c.get("name", "")) for c in items if isinstance(c, dict)} if isinstance(items, list) else set()
+
+    return names(obj) - names(old)
 
 
 def allowed_on_error(uid: str, policy: AdmissionPolicy, reason: str) -> Decision:
