@@ -598,3 +598,58 @@ def test_server_workers_share_the_database_and_export_once(kind: str, tmp_path: 
         log = errtext.decode()
         assert "Traceback" not in log
         assert log.count("runs the export and rescan loops") == 1, log
+
+
+def _raw_post(base: str, path: str, declared: int, send: bytes) -> tuple[int, bytes]:
+    """A POST that declares ``declared`` bytes but sends only ``send``: the status line the server answers
+    with before the rest arrives (a server that reads first never answers)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {declared}\r\n\r\n".encode() + send)  # fmt: skip
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_body_limits_per_route_before_reading(tmp_path: Path) -> None:
+    """A 63 MiB login body (nested empty lists) is refused with 413 from its Content-Length, before a byte of it
+    is read, and so is a streamed one without Content-Length as soon as it passes 4 KiB; dashboard forms and
+    settings writes have 1 MiB; ingestion keeps its documented maximum; the server stays small and answers."""
+    import resource
+
+    store = make_store(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_user("alice", PASSWORD, "admin")
+    with serving(store) as base:
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        status, _ = _raw_post(base, "/api/v1/login", 63 * 1024**2, b"[" * 1024)
+        assert status == 413
+        cases = [("/api/v1/login", "application/json", b'{"name": "alice", "password": "', b'"}'),
+                 ("/login", "application/x-www-form-urlencoded", b"name=alice&password=", b"")]
+        for path, ctype, head, tail in cases:
+            def stream(head: bytes = head, tail: bytes = tail) -> Iterator[bytes]:
+                yield head
+                for _ in range(16):
+                    yield b"x" * 1024
+                yield tail
+
+            r = httpx.post(f"{base}{path}", content=stream(), headers={"content-type": ctype})
+            assert r.status_code == 413, (path, r.status_code)
+        hdr = {"authorization": f"Bearer {store.create_user_token('alice', 't', 't')}"}
+        assert httpx.post(f"{base}/api/v1/suppressions", content=b"[" * (2 * 1024**2), headers=hdr).status_code == 413
+        _cid, token = store.create_cluster("c1", "t")
+        items = [{"rule": "STK-AUD-001", "title": "t" * 200, "severity": "HIGH", "dedup_key": f"k{i}"}
+                 for i in range(6000)]  # fmt: skip
+        body = orjson.dumps({"batch": "b1", "items": items[:5000]})
+        assert len(body) > 1024**2  # over the form limit, under ingestion's
+        r = httpx.post(f"{base}/api/v1/clusters/c1/ingest/alerts", content=body,
+                       headers={"authorization": f"Bearer {token}", "content-type": "application/json"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        ok = httpx.post(f"{base}/api/v1/login", json={"name": "alice", "password": PASSWORD})
+        assert ok.status_code == 200
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KiB: under 200 MiB more

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from stockade.server import views
 from stockade.server.dashboard import mount, set_session_cookie
 from stockade.server.db import DatabaseError
 from stockade.server.store import SESSION_COOKIE, BadRequest, Conflict, NotFound, Principal, Store
-from stockade.web import BodyTooLarge, read_body
+from stockade.web import BodyLimit, BodyTooLarge, parse_json, read_body
 
 log = logging.getLogger("stockade.server")
 
@@ -46,6 +47,21 @@ class ServerSettings:
 class ORJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+LOGIN_MAX = 4 * 1024  # a user name and a password
+FORM_MAX = 1024 * 1024  # settings, users, tokens, triage, dashboard forms
+INGEST_PATHS = re.compile(r"^/api/v1/(clusters/[^/]+/ingest/[^/]+|scans)$")
+
+
+def body_limit(method: str, path: str, max_ingest: int) -> int:
+    """The most bytes a request body may have on this route: ingestion and scans ``max_ingest`` (64 MiB by
+    default, ``--max-body``), logins 4 KiB, anything else 1 MiB."""
+    if path in ("/api/v1/login", "/login"):
+        return LOGIN_MAX
+    if method == "POST" and INGEST_PATHS.match(path):
+        return max_ingest
+    return FORM_MAX
 
 
 def _token_of(request: Request) -> str | None:
@@ -122,6 +138,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.settings = settings
+    app.add_middleware(BodyLimit, limit_for=lambda method, path: body_limit(method, path, settings.max_body))
 
     @app.exception_handler(StockadeError)
     async def _errors(_request: Request, exc: StockadeError) -> Response:
@@ -159,10 +176,10 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     async def body_json(request: Request) -> Any:
         try:
             body = await read_body(request, settings.max_body)
-        except BodyTooLarge:
-            raise HTTPException(413, f"the body is over {settings.max_body} bytes") from None
+        except BodyTooLarge as exc:
+            raise HTTPException(413, f"the body is over {exc.limit} bytes") from None
         try:
-            return orjson.loads(body)
+            return await parse_json(body)
         except orjson.JSONDecodeError as e:
             raise HTTPException(400, f"the body is not JSON: {e}") from None
 
