@@ -653,3 +653,74 @@ def test_body_limits_per_route_before_reading(tmp_path: Path) -> None:
         ok = httpx.post(f"{base}/api/v1/login", json={"name": "alice", "password": PASSWORD})
         assert ok.status_code == 200
         assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KiB: under 200 MiB more
+
+
+def test_login_brute_force_is_limited_and_logged(tmp_path: Path) -> None:
+    """Five wrong passwords for a user, then the right one: 429 with Retry-After (on the API and the dashboard
+    form), every failure in the audit log with the client's address; twenty failures from one address lock
+    that address out for any name; another user is not affected by the first one's lock."""
+    store = make_store(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_user("alice", PASSWORD, "admin")
+    store.create_user("bob", PASSWORD, "reader")
+    with serving(store) as base, httpx.Client(base_url=base, timeout=30) as c:
+        codes = [c.post("/api/v1/login", json={"name": "alice", "password": f"guess {i}"}).status_code
+                 for i in range(5)]  # fmt: skip
+        assert codes == [401] * 5
+        r = c.post("/api/v1/login", json={"name": "alice", "password": PASSWORD})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        form = c.post("/login", data={"name": "alice", "password": PASSWORD}, follow_redirects=False)
+        assert form.status_code == 429 and "retry-after" in form.headers
+        assert c.post("/api/v1/login", json={"name": "bob", "password": PASSWORD}).status_code == 200
+        failed = [e for e in store.audit_entries(1000) if e["action"] == "login.failed"]
+        assert len(failed) == 5 and all(e["target"] == "alice" and e["detail"]["client"] == "127.0.0.1"
+                                        for e in failed)  # fmt: skip
+        # twenty failures from this address, each for a name of its own: the address is out of tries
+        codes = [c.post("/api/v1/login", json={"name": f"nobody-{i}", "password": "x"}).status_code
+                 for i in range(15)]  # fmt: skip
+        assert codes == [401] * 15  # with alice's five, twenty
+        assert c.post("/api/v1/login", json={"name": "bob", "password": PASSWORD}).status_code == 429
+
+
+def test_passwords_argon2id_rehash_and_no_user_enumeration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passwords are stored as argon2id (checked with argon2-cffi's own verifier); a user created by an earlier
+    version (scrypt, written here as that version wrote it) logs in and is rehashed to argon2id; a name that
+    matches no user costs the same hash verification as a real one."""
+    import hashlib
+    import secrets
+
+    import argon2
+    import sqlalchemy as sa
+
+    from stockade.server import db as t
+    from stockade.server.store import base as store_base
+
+    store = make_store(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_user("carol", PASSWORD, "reader")
+    with store.engine.connect() as con:
+        stored = con.execute(sa.select(t.users.c.password_hash).where(t.users.c.name == "carol")).scalar_one()
+    assert stored.startswith("$argon2id$") and argon2.PasswordHasher().verify(stored, PASSWORD)
+    salt = secrets.token_bytes(16)
+    old = f"scrypt$16384$8$1${salt.hex()}${hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1).hex()}"
+    store.create_user("dave", "placeholder password", "reader")
+    with store.engine.begin() as con:
+        con.execute(sa.update(t.users).where(t.users.c.name == "dave").values(password_hash=old))
+    assert store.login("dave", "wrong password") is None
+    assert store.login("dave", PASSWORD) is not None
+    with store.engine.connect() as con:
+        new = con.execute(sa.select(t.users.c.password_hash).where(t.users.c.name == "dave")).scalar_one()
+    assert new.startswith("$argon2id$") and argon2.PasswordHasher().verify(new, PASSWORD)
+    calls: list[str] = []
+    real = store_base._HASHER
+
+    class Spy:
+        def verify(self, stored: str, password: str) -> bool:
+            calls.append(password)
+            return bool(real.verify(stored, password))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    monkeypatch.setattr(store_base, "_HASHER", Spy())
+    assert store.login("no-such-user", "some password") is None
+    assert store.login("carol", "some password") is None
+    assert calls == ["some password", "some password"]  # one verification each, user or not

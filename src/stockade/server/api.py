@@ -23,6 +23,7 @@ from stockade.model import StockadeError
 from stockade.server import views
 from stockade.server.dashboard import mount, set_session_cookie
 from stockade.server.db import DatabaseError
+from stockade.server.ratelimit import LoginGuard
 from stockade.server.store import SESSION_COOKIE, BadRequest, Conflict, NotFound, Principal, Store
 from stockade.web import BodyLimit, BodyTooLarge, parse_json, read_body
 
@@ -138,6 +139,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.settings = settings
+    app.state.login_guard = guard = LoginGuard()
     app.add_middleware(BodyLimit, limit_for=lambda method, path: body_limit(method, path, settings.max_body))
 
     @app.exception_handler(StockadeError)
@@ -216,8 +218,13 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
             or not isinstance(body.get("password"), str)
         ):
             raise HTTPException(400, "send {'name': ..., 'password': ...}")
-        token = await run_in_threadpool(store.login, body["name"], body["password"])
+        client = request.client.host if request.client else ""
+        wait = guard.retry_after(body["name"], client)
+        if wait is not None:
+            raise HTTPException(429, "too many failed logins; try again later", headers={"Retry-After": str(wait)})
+        token = await run_in_threadpool(store.login, body["name"], body["password"], client)
         if token is None:
+            guard.failed(body["name"], client)
             raise HTTPException(401, "wrong user name or password")
         resp = ORJSONResponse({"token": token})
         set_session_cookie(resp, token, settings.secure_cookies)

@@ -193,8 +193,16 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
     @app.post("/login", include_in_schema=False)
     async def login_post(request: Request) -> Response:
         form = await form_of(request)
-        token = await run_in_threadpool(store.login, form.get("name", ""), form.get("password", ""))
+        name, client = form.get("name", ""), request.client.host if request.client else ""
+        guard = request.app.state.login_guard
+        wait = guard.retry_after(name, client)
+        if wait is not None:
+            resp = page(request, "login.html", status=429, error="Too many failed logins; try again later.")
+            resp.headers["Retry-After"] = str(wait)
+            return resp
+        token = await run_in_threadpool(store.login, name, form.get("password", ""), client)
         if token is None:
+            guard.failed(name, client)
             return page(request, "login.html", status=401, error="Wrong user name or password.")
         nxt = form.get("next") or "/"
         resp = RedirectResponse(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/", status_code=303)

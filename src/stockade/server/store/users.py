@@ -16,8 +16,10 @@ from stockade.server.store.base import (
     NotFound,
     Principal,
     StoreBase,
+    burn_password_check,
     check_password,
     hash_password,
+    needs_rehash,
     token_hash,
 )
 
@@ -58,12 +60,21 @@ class UsersStore(StoreBase):
             rows = con.execute(select(t.users.c.id, t.users.c.name, t.users.c.role, t.users.c.created_at)).all()
         return [dict(r._mapping) for r in rows]
 
-    def login(self, name: str, password: str) -> str | None:
-        """A dashboard session token for a correct name and password, else None."""
+    def login(self, name: str, password: str, client: str = "") -> str | None:
+        """A dashboard session token for a correct name and password, else None (written to the audit log, with
+        the client's address). A name that matches no user costs the same password check, so the time taken does
+        not tell whether it exists; a hash of an older scheme is replaced at a successful login."""
         with self.engine.connect() as con:
             row = con.execute(select(t.users).where(t.users.c.name == name, t.users.c.disabled.is_(False))).first()
+        if row is None:
+            burn_password_check(password)
         if row is None or not check_password(password, row.password_hash):
+            with self.engine.begin() as con:
+                self.audit(con, name[:200], "login.failed", name[:200], {"client": client})
             return None
+        if needs_rehash(row.password_hash):
+            with self.engine.begin() as con:
+                con.execute(update(t.users).where(t.users.c.id == row.id).values(password_hash=hash_password(password)))
         return self._new_token("session", f"session {name}", user_id=row.id, ttl=SESSION_TTL, actor=name)
 
     def create_user_token(self, user: str, name: str, actor: str, ttl: float | None = None) -> str:
