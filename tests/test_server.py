@@ -33,6 +33,7 @@ PASSWORD = "correct horse battery"
 class Env:
     def __init__(self, store: Any, base: str) -> None:
         self.store, self.base = store, base
+        self.export_dir: Path | None = None
         self.tokens: dict[str, str] = {}
         for role in ("reader", "contributor", "admin"):
             store.create_user(f"{role}-{uuid.uuid4().hex[:6]}", PASSWORD, role)
@@ -57,8 +58,11 @@ class Env:
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     with database(request.param, tmp_path_factory.mktemp(request.param)) as url:
         store = make_store(url)
-        with serving(store) as base:
-            yield Env(store, base)
+        exports = tmp_path_factory.mktemp("exports")
+        with serving(store, export_dir=exports) as base:
+            env = Env(store, base)
+            env.export_dir = exports
+            yield env
         store.engine.dispose()
 
 
@@ -120,10 +124,13 @@ def test_roles(env: Env) -> None:
     with env.http("contributor") as c:
         assert c.post("/api/v1/alerts/status", json=change).status_code == 403  # contributors manage, not triage
         assert c.post("/api/v1/exceptions", json={"reason": "accepted"}).status_code == 403
-        r = c.post("/api/v1/exports", json={"kind": "file", "target": "/dev/null"})
+        # exports send alerts off the server (and file exports write on it): admins only
+        assert c.post("/api/v1/exports", json={"kind": "webhook", "target": "https://siem.example/in"}).status_code \
+            == 403
+    with env.http("admin") as c:
+        r = c.post("/api/v1/exports", json={"kind": "webhook", "target": "https://siem.example/in"})
         assert r.status_code == 201
         assert c.delete(f"/api/v1/exports/{r.json()['id']}").status_code == 204
-    with env.http("admin") as c:
         assert c.post("/api/v1/alerts/status", json=change).json() == {"updated": 1}
         assert c.get(f"/api/v1/alerts/{aid}").json()["status"] == "dismissed"
         log = c.get("/api/v1/audit-log").json()
@@ -401,8 +408,9 @@ def test_exports_to_webhook_syslog_and_file(env: Env, tmp_path: Path) -> None:
     hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     _Hook.received, _Hook.fail_first = [], 2
-    outfile = tmp_path / "alerts.jsonl"
-    with env.http("contributor") as c:
+    assert env.export_dir is not None
+    outfile = env.export_dir / f"alerts-{uuid.uuid4().hex[:6]}.jsonl"
+    with env.http("admin") as c:
         ids = [
             c.post("/api/v1/exports", json=spec).json()["id"]
             for spec in (
@@ -410,7 +418,7 @@ def test_exports_to_webhook_syslog_and_file(env: Env, tmp_path: Path) -> None:
                 {"kind": "syslog", "target": f"udp://127.0.0.1:{udp.getsockname()[1]}", "format": "rfc5424"},
                 {"kind": "syslog", "target": f"tcp://127.0.0.1:{tcp.getsockname()[1]}", "format": "cef",
                  "min_severity": "HIGH"},
-                {"kind": "file", "target": str(outfile)},
+                {"kind": "file", "target": outfile.name},
             )
         ]  # fmt: skip
         assert c.post("/api/v1/exports", json={"kind": "syslog", "target": "ftp://x"}).status_code == 400
@@ -432,11 +440,12 @@ def test_exports_to_webhook_syslog_and_file(env: Env, tmp_path: Path) -> None:
     threading.Thread(target=accept, daemon=True).start()
     with httpx.Client() as client:
         backoff: dict[int, tuple[float, float]] = {}
-        run_once(env.store, client, backoff)  # the webhook answers 503: retried later, the others delivered
+        # the webhook answers 503: retried later, the others delivered
+        run_once(env.store, client, backoff, env.export_dir)
         assert ids[0] in backoff
         for _ in range(3):
             backoff.clear()  # skip the wait
-            run_once(env.store, client, backoff)
+            run_once(env.store, client, backoff, env.export_dir)
     # webhook: every alert of this cluster, after two failures, exactly once
     mine = [a for a in _Hook.received if a["cluster"] == name]
     assert sorted(a["id"] for a in mine) == sorted(stored)
@@ -550,10 +559,11 @@ def test_server_workers_share_the_database_and_export_once(kind: str, tmp_path: 
         store = make_store(url)
         _cid, token = store.create_cluster("multi", "tests")
         outfile = tmp_path / "alerts.jsonl"
-        store.add_export({"kind": "file", "target": str(outfile)}, "tests")
+        store.add_export({"kind": "file", "target": outfile.name}, "tests", tmp_path)
         port = free_port()
         env = {**os.environ, "STOCKADE_DATABASE_URL": url, "STOCKADE_ADMIN_PASSWORD": PASSWORD}
-        proc = subprocess.Popen([*CLI, "server", "--port", str(port), "--workers", "2"], env=env,
+        proc = subprocess.Popen([*CLI, "server", "--port", str(port), "--workers", "2", "--export-dir", str(tmp_path)],
+                                env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
@@ -724,3 +734,47 @@ def test_passwords_argon2id_rehash_and_no_user_enumeration(tmp_path: Path, monke
     assert store.login("no-such-user", "some password") is None
     assert store.login("carol", "some password") is None
     assert calls == ["some password", "some password"]  # one verification each, user or not
+
+
+def test_file_exports_stay_inside_the_export_directory(tmp_path: Path) -> None:
+    """A file export names a file inside --export-dir: absolute paths, '..', and links out of the directory are
+    refused when the export is created and again at each write (a link made afterwards is not followed); without
+    --export-dir there are no file exports; a contributor cannot create exports at all."""
+    from stockade.server.export import run_once
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "escape").symlink_to(outside)
+    store = make_store(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_user("root-ish", PASSWORD, "admin")
+    store.create_user("carl", PASSWORD, "contributor")
+    admin, contributor = (store.create_user_token(u, "t", "t") for u in ("root-ish", "carl"))
+    with serving(store, export_dir=exports) as base:
+        def post(token: str, target: str) -> httpx.Response:
+            return httpx.post(f"{base}/api/v1/exports", json={"kind": "file", "target": target, "format": "cef"},
+                              headers={"authorization": f"Bearer {token}"})  # fmt: skip
+
+        assert post(contributor, "alerts.cef").status_code == 403
+        for bad in (str(outside / "x.log"), "/etc/cron.d/x", "../outside/x.log", "escape/x.log", "a/../../x.log"):
+            r = post(admin, bad)
+            assert r.status_code == 400, (bad, r.text)
+        ok = post(admin, "siem/alerts.cef")
+        assert ok.status_code == 201, ok.text
+        late = post(admin, "later.cef")
+        assert late.status_code == 201
+    (exports / "later.cef").symlink_to(outside / "stolen.log")  # a link planted after the export was made
+    cid, _token = store.create_cluster("c", "t")
+    store.ingest(cid, "alerts", {"batch": "b", "items": [
+        {"rule": "STK-AUD-001", "title": "x|y\\nCEF:0|forged", "severity": "HIGH", "dedup_key": "k"}]})  # fmt: skip
+    with httpx.Client() as client:
+        run_once(store, client, {}, exports)
+    assert (exports / "siem" / "alerts.cef").read_text().count("\n") == 1
+    assert not (outside / "stolen.log").exists() and list(outside.iterdir()) == []
+    rows = {r["target"]: r for r in store.rows("exports")}
+    assert rows["later.cef"]["failures"] >= 1 and rows["later.cef"]["delivered"] == 0
+    with serving(store) as base:  # no --export-dir: file exports are off
+        r = httpx.post(f"{base}/api/v1/exports", json={"kind": "file", "target": "a.log"},
+                       headers={"authorization": f"Bearer {admin}"})  # fmt: skip
+        assert r.status_code == 400 and "--export-dir" in r.text

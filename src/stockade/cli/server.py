@@ -60,6 +60,11 @@ def server(
     max_inflight: Annotated[
         int, typer.Option(help="Concurrent ingestion requests (per worker) before answering 429")
     ] = 8,
+    export_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="STOCKADE_EXPORT_DIR",
+                     help="File exports write only below this directory (default: file exports are off)"),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -88,7 +93,10 @@ def server(
             vulndb = default_db_path() if default_db_path().is_file() else None
         if vulndb is not None and not vulndb.is_file():
             raise StockadeError(f"{vulndb}: no vulnerability database; run 'stockade db build' first")
-    settings = ServerSettings(vulndb=vulndb, max_ingest_inflight=max_inflight, secure_cookies=tls_cert is not None)
+        if export_dir is not None and not export_dir.is_dir():
+            raise StockadeError(f"{export_dir}: --export-dir is not a directory")
+    settings = ServerSettings(vulndb=vulndb, max_ingest_inflight=max_inflight, secure_cookies=tls_cert is not None,
+                              export_dir=export_dir)  # fmt: skip
     app: Any = create_app(store, settings) if workers == 1 else "stockade.server.api:app_from_env"
     if workers > 1:  # uvicorn starts the workers from an import string; they read their settings from the environment
         os.environ["STOCKADE_SERVER_CONFIG"] = orjson.dumps(
@@ -97,6 +105,7 @@ def server(
                 "vulndb": str(vulndb) if vulndb else None,
                 "max_inflight": max_inflight,
                 "secure_cookies": tls_cert is not None,
+                "export_dir": str(export_dir) if export_dir else None,
             }
         ).decode()
     scheme = "https" if tls_cert else "http"

@@ -41,6 +41,7 @@ class ServerSettings:
     export_interval: float = 2.0
     max_ingest_inflight: int = 8  # more concurrent ingestion requests are answered 429
     max_body: int = 64 * 1024 * 1024
+    export_dir: Path | None = None  # file exports write only below this directory; None: file exports are off
     background: bool = True  # run the export and rescan loops (in one process of all that serve the database)
     secure_cookies: bool = False  # set when served over HTTPS
 
@@ -83,7 +84,7 @@ async def background(store: Store, settings: ServerSettings, retry: float = 5.0)
         while True:
             if await asyncio.to_thread(lead.acquire):
                 log.info("this process (pid %d) runs the export and rescan loops", os.getpid())
-                tasks = [asyncio.create_task(export_loop(store, settings.export_interval))]
+                tasks = [asyncio.create_task(export_loop(store, settings.export_interval, settings.export_dir))]
                 if settings.vulndb is not None:
                     tasks.append(asyncio.create_task(rescan_loop(store, settings.vulndb, settings.rescan_interval)))
                 try:
@@ -115,6 +116,7 @@ def app_from_env() -> FastAPI:
         vulndb=Path(cfg["vulndb"]) if cfg.get("vulndb") else None,
         max_ingest_inflight=int(cfg["max_inflight"]),
         secure_cookies=bool(cfg["secure_cookies"]),
+        export_dir=Path(cfg["export_dir"]) if cfg.get("export_dir") else None,
     )
     return create_app(Store(make_engine(cfg["database_url"])), settings)
 
@@ -369,7 +371,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     for table, writer_dep, adder in (
         ("suppressions", triager, store.add_suppression),
         ("exceptions", triager, store.add_exception),
-        ("exports", manager, store.add_export),
+        ("exports", triager, lambda spec, actor: store.add_export(spec, actor, settings.export_dir)),
     ):
         _settings_routes(app, store, table, viewer, writer_dep, adder, body_json)
 

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -128,7 +129,24 @@ def _send_syslog(target: str, messages: list[str]) -> None:
         raise ExportError(f"{target}: {e}") from e
 
 
-def deliver(export: dict[str, Any], alerts: list[dict[str, Any]], client: httpx.Client) -> None:
+def export_path(export_dir: Path | None, target: str) -> Path:
+    """Where a file export writes: ``target`` (a relative path) inside ``export_dir``, resolved (symbolic links
+    followed) and checked to stay inside it; ExportError otherwise, or when file exports are off (no
+    --export-dir)."""
+    if export_dir is None:
+        raise ExportError(f"{target}: file exports are off (start the server with --export-dir)")
+    rel = PurePosixPath(target)
+    if not target or rel.is_absolute() or ".." in rel.parts or "\x00" in target:
+        raise ExportError(f"{target}: a file export's target is a relative path inside the export directory")
+    root = export_dir.resolve()
+    dest = (root / rel).resolve()
+    if not dest.is_relative_to(root) or dest == root:
+        raise ExportError(f"{target}: resolves outside the export directory {root}")
+    return dest
+
+
+def deliver(export: dict[str, Any], alerts: list[dict[str, Any]], client: httpx.Client,
+            export_dir: Path | None = None) -> None:  # fmt: skip
     """Send one batch; raises ExportError when the target did not take it."""
     kind, fmt, target = export["kind"], export["format"], export["target"]
     if kind == "webhook":
@@ -143,8 +161,11 @@ def deliver(export: dict[str, Any], alerts: list[dict[str, Any]], client: httpx.
         _send_syslog(target, [to_rfc5424(a, msg=to_cef(a) if fmt == "cef" else None) for a in alerts])
     else:
         lines = [to_cef(a) if fmt == "cef" else orjson.dumps(alert_document(a)).decode() for a in alerts]
+        dest = export_path(export_dir, target)  # checked at each write: a link made since is not followed out
         try:
-            with open(target, "a", encoding="utf-8") as fh:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with open(fd, "a", encoding="utf-8") as fh:
                 fh.write("".join(line + "\n" for line in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -172,7 +193,8 @@ def pending(store: Store, export: dict[str, Any], limit: int = BATCH) -> list[di
     return [dict(r._mapping) for r in rows]
 
 
-def run_once(store: Store, client: httpx.Client, backoff: dict[int, tuple[float, float]]) -> int:
+def run_once(store: Store, client: httpx.Client, backoff: dict[int, tuple[float, float]],
+             export_dir: Path | None = None) -> int:  # fmt: skip
     """One pass over the enabled exports; returns how many alerts were delivered."""
     sent = 0
     now = time.monotonic()
@@ -187,7 +209,7 @@ def run_once(store: Store, client: httpx.Client, backoff: dict[int, tuple[float,
             if not batch:
                 break
             try:
-                deliver(ex, batch, client)
+                deliver(ex, batch, client, export_dir)
             except ExportError as e:
                 delay = min(max(delay * 2, 1.0), 300.0)
                 backoff[ex["id"]] = (time.monotonic() + delay, delay)
@@ -216,12 +238,12 @@ def run_once(store: Store, client: httpx.Client, backoff: dict[int, tuple[float,
     return sent
 
 
-async def export_loop(store: Store, interval: float) -> None:
+async def export_loop(store: Store, interval: float, export_dir: Path | None = None) -> None:
     backoff: dict[int, tuple[float, float]] = {}
     with httpx.Client(timeout=10.0) as client:
         while True:
             try:
-                await asyncio.to_thread(run_once, store, client, backoff)
+                await asyncio.to_thread(run_once, store, client, backoff, export_dir)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a database hiccup must not end the loop

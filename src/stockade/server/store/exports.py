@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
@@ -46,18 +47,26 @@ class ExportsStore(StoreBase):
         assert eid is not None
         return int(eid[0])
 
-    def add_export(self, spec: dict[str, Any], actor: str) -> int:
+    def add_export(self, spec: dict[str, Any], actor: str, export_dir: Path | None = None) -> int:
         kind = spec.get("kind")
         target = spec.get("target")
         fmt = spec.get("format") or ("json" if kind != "syslog" else "rfc5424")
         if kind not in ("webhook", "syslog", "file"):
             raise BadRequest("'kind' is webhook, syslog or file")
         if not isinstance(target, str) or not target:
-            raise BadRequest("'target' is a URL (webhook), udp://host:port or tcp://host:port (syslog), or a path")
+            raise BadRequest("'target' is a URL (webhook), udp://host:port or tcp://host:port (syslog), or a file name "
+                             "inside the export directory")
         if kind == "webhook" and not target.startswith(("http://", "https://")):
             raise BadRequest(f"webhook target {target!r} is not an http(s) URL")
         if kind == "syslog" and not target.startswith(("udp://", "tcp://")):
             raise BadRequest(f"syslog target {target!r}: use udp://host:port or tcp://host:port")
+        if kind == "file":
+            from stockade.server.export import ExportError, export_path
+
+            try:
+                export_path(export_dir, target)
+            except ExportError as exc:
+                raise BadRequest(str(exc)) from None
         if fmt not in ("json", "rfc5424", "cef"):
             raise BadRequest("'format' is json, rfc5424 or cef")
         sev = str(spec.get("min_severity") or "LOW").upper()
