@@ -4,6 +4,8 @@ rescans, exports to real peers, and the CLI collectors publishing to it."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import http.server
 import json
 import socket
@@ -19,6 +21,9 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 import pytest
+from conftest import ODD_VALUES, swap_values
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 from server_util import database, make_store, serving
 
 from stockade.audit.detect import Detector
@@ -778,3 +783,110 @@ def test_file_exports_stay_inside_the_export_directory(tmp_path: Path) -> None:
         r = httpx.post(f"{base}/api/v1/exports", json={"kind": "file", "target": "a.log"},
                        headers={"authorization": f"Bearer {admin}"})  # fmt: skip
         assert r.status_code == 400 and "--export-dir" in r.text
+
+
+_SNAPSHOT: list[dict[str, Any]] = []
+
+
+def _real_snapshot() -> dict[str, Any]:
+    """The snapshot the agent makes of the demo manifests (as `stockade agent` sends it), made once."""
+    from stockade.posture import load_manifests
+    from stockade.server.agent import snapshot
+
+    if not _SNAPSHOT:
+        resources, _warnings = load_manifests([DEMO / "manifests.yaml"])
+        _SNAPSHOT.append(snapshot(resources, "v1.30.2"))
+    return copy.deepcopy(_SNAPSHOT[0])
+
+
+def test_poisoned_documents_are_refused_naming_the_field(tmp_path: Path) -> None:
+    """An alert whose time is 1e308 (or the year 9999), a count past 2**31, evidence nested 1,000 deep, a
+    compliance control without its 'control' key or with a score of 1e9: 400 naming the field, nothing stored,
+    and the export, the alert pages and the compliance page keep working for everyone."""
+    from stockade.server.export import run_once
+    from stockade.server.views import compliance, overview
+
+    store = make_store(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_user("ann", PASSWORD, "admin")
+    cid, token = store.create_cluster("c", "t")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    store.add_export({"kind": "file", "target": "all.jsonl"}, "t", exports)
+    good = audit_alerts(DEMO / "audit.jsonl")[0]
+    deep = "[" * 1000 + '"x"' + "]" * 1000  # JSON text: orjson reads 1,000 levels but will not write them
+    snap = _real_snapshot()
+    fw = next(iter(snap["compliance"]))
+    no_control = copy.deepcopy(snap)
+    del no_control["compliance"][fw]["controls"][0]["control"]
+    huge_score = copy.deepcopy(snap)
+    huge_score["compliance"][fw]["score"] = 1e9
+    with serving(store, export_dir=exports) as base, httpx.Client(
+            base_url=base, headers={"authorization": f"Bearer {token}"}) as c:  # fmt: skip
+        url = "/api/v1/clusters/c/ingest/"
+        for i, (kind, item, field) in enumerate([
+            ("alerts", {**good, "time": 1e308}, "items[0].time"),
+            ("alerts", {**good, "last_time": "9999-12-31T00:00:00Z"}, "items[0].last_time"),
+            ("alerts", {**good, "count": 2**40}, "items[0].count"),
+            ("alerts", {**good, "evidence": ["DEEP"]}, "items[0].evidence[0]"),
+            ("snapshot", no_control, f"items[0].compliance.{fw}.controls[0].control"),
+            ("snapshot", huge_score, f"items[0].compliance.{fw}.score"),
+            ("snapshot", {**snap, "nodes": "many"}, "items[0].nodes"),
+        ]):  # fmt: skip
+            body = orjson.dumps({"batch": f"bad-{i}", "items": [item]}).replace(b'"DEEP"', deep.encode())
+            r = c.post(url + kind, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"].startswith(field), (field, r.text)
+        assert c.post(url + "alerts", json={"batch": "ok", "items": [good]}).status_code == 200
+        assert c.post(url + "snapshot", json={"batch": "snap", "items": [snap]}).status_code == 200
+    assert [a["rule"] for a in store.alerts(limit=10)[1]] == [good["rule"]]
+    with httpx.Client() as client:
+        assert run_once(store, client, {}, exports) == 1
+    assert json.loads((exports / "all.jsonl").read_text())["rule"] == good["rule"]
+    # a compliance row stored before validation existed (or by hand) with controls of any shape: pages still work
+    import sqlalchemy as sa
+
+    from stockade.server import db as t
+
+    with store.engine.begin() as con:
+        con.execute(sa.update(t.compliance).where(t.compliance.c.cluster_id == cid).values(
+            controls=[{"title": "no id"}, "text", None, {"control": "5.1", "status": "BOGUS", "failing_objects": 3}]))
+    fws = compliance(store)
+    assert fws and all(isinstance(c["control"], str) for f in fws for c in f["controls"])
+    assert overview(store)["compliance"]
+    with serving(store) as base:
+        admin = store.create_user_token("ann", "t", "t")
+        for page in ("/", "/compliance", "/alerts"):
+            assert httpx.get(base + page, cookies={"stockade_session": admin}).status_code == 200, page
+        assert httpx.get(base + "/api/v1/compliance", headers={"authorization": f"Bearer {admin}"}).status_code == 200
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=hst.data())
+def test_ingested_documents_of_any_shape_get_400_or_are_stored(tmp_path: Path, data: hst.DataObject) -> None:
+    """Real alerts and a real snapshot with values of other types swapped in anywhere: ingestion answers with a
+    clear error (BadRequest) or stores them, never anything else, and what is stored can be read back by every
+    view and exported."""
+    from stockade.server.export import run_once
+    from stockade.server.store import BadRequest
+    from stockade.server.views import compliance, overview
+
+    if tmp_path not in _FUZZ_STORES:  # one store for all the examples of this run (a schema per example is slow)
+        _FUZZ_STORES[tmp_path] = make_store(f"sqlite:///{tmp_path / 'fuzz.db'}")
+        _FUZZ_STORES[tmp_path].create_cluster("fuzz", "t")
+    store = _FUZZ_STORES[tmp_path]
+    cid = store.cluster_id("fuzz")
+    kind = data.draw(hst.sampled_from(["alerts", "snapshot"]))
+    if not _ALERTS:
+        _ALERTS.extend(audit_alerts(DEMO / "audit.jsonl")[:2])
+    doc: Any = copy.deepcopy(_ALERTS) if kind == "alerts" else [_real_snapshot()]
+    swap_values(doc, data, [*ODD_VALUES, 1e308, -1, 2**70, float("nan"), "9999-01-01T00:00:00Z", "\x00"])
+    with contextlib.suppress(BadRequest):  # a clear error; anything else fails the test
+        store.ingest(cid, kind, {"batch": uuid.uuid4().hex, "items": doc})
+    store.alerts(limit=50)
+    compliance(store)
+    overview(store)
+    with httpx.Client() as client:
+        run_once(store, client, {}, None)
+
+
+_FUZZ_STORES: dict[Path, Any] = {}
+_ALERTS: list[dict[str, Any]] = []

@@ -10,7 +10,7 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +18,8 @@ import orjson
 from sqlalchemy import and_, insert, select, update
 
 from stockade.server import db as t
-from stockade.server.store import SEVERITIES, Store, severity_at_least
+from stockade.server.store import SEVERITIES, BadRequest, Store, severity_at_least
+from stockade.server.store.exports import export_path
 
 log = logging.getLogger("stockade.server.export")
 
@@ -129,22 +130,6 @@ def _send_syslog(target: str, messages: list[str]) -> None:
         raise ExportError(f"{target}: {e}") from e
 
 
-def export_path(export_dir: Path | None, target: str) -> Path:
-    """Where a file export writes: ``target`` (a relative path) inside ``export_dir``, resolved (symbolic links
-    followed) and checked to stay inside it; ExportError otherwise, or when file exports are off (no
-    --export-dir)."""
-    if export_dir is None:
-        raise ExportError(f"{target}: file exports are off (start the server with --export-dir)")
-    rel = PurePosixPath(target)
-    if not target or rel.is_absolute() or ".." in rel.parts or "\x00" in target:
-        raise ExportError(f"{target}: a file export's target is a relative path inside the export directory")
-    root = export_dir.resolve()
-    dest = (root / rel).resolve()
-    if not dest.is_relative_to(root) or dest == root:
-        raise ExportError(f"{target}: resolves outside the export directory {root}")
-    return dest
-
-
 def deliver(export: dict[str, Any], alerts: list[dict[str, Any]], client: httpx.Client,
             export_dir: Path | None = None) -> None:  # fmt: skip
     """Send one batch; raises ExportError when the target did not take it."""
@@ -161,7 +146,10 @@ def deliver(export: dict[str, Any], alerts: list[dict[str, Any]], client: httpx.
         _send_syslog(target, [to_rfc5424(a, msg=to_cef(a) if fmt == "cef" else None) for a in alerts])
     else:
         lines = [to_cef(a) if fmt == "cef" else orjson.dumps(alert_document(a)).decode() for a in alerts]
-        dest = export_path(export_dir, target)  # checked at each write: a link made since is not followed out
+        try:  # checked at each write: a link made since is not followed out
+            dest = export_path(export_dir, target)
+        except BadRequest as e:
+            raise ExportError(str(e)) from None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)

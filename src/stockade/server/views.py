@@ -116,21 +116,27 @@ def compliance(store: Store, cluster: str | None = None) -> list[dict[str, Any]]
     for r in rows:
         fw = fws.setdefault(r.framework, {"framework": r.framework, "title": r.title, "clusters": {}, "controls": {}})
         fw["clusters"][r.cluster] = {"score": r.score, "passed": r.passed, "total": r.total, "manual": r.manual}
-        for c in r.controls or []:
+        for c in r.controls if isinstance(r.controls, list) else []:
+            # stored JSON is read as data that may be of any shape (rows written before validation, or by hand)
+            if not isinstance(c, dict) or not isinstance(c.get("control"), str):
+                continue
+            status = c.get("status") if c.get("status") in ("PASS", "FAIL", "MANUAL") else "MANUAL"
+            failing = c.get("failing_objects")
+            rules = c.get("rules")
             ctl = fw["controls"].setdefault(
                 c["control"],
                 {
                     "control": c["control"],
-                    "title": c.get("title", ""),
-                    "rules": c.get("rules", []),
-                    "status": c["status"],
+                    "title": str(c.get("title", "")),
+                    "rules": [str(x) for x in rules] if isinstance(rules, list) else [],
+                    "status": status,
                     "failing": [],
-                    "how": c.get("how", ""),
+                    "how": str(c.get("how", "")),
                 },
             )
-            if c["status"] == "FAIL":
+            if status == "FAIL":
                 ctl["status"] = "FAIL"
-                ctl["failing"] += [f"{r.cluster}: {o}" for o in c.get("failing_objects", [])]
+                ctl["failing"] += [f"{r.cluster}: {o}" for o in (failing if isinstance(failing, list) else [])]
     out = []
     for fw in fws.values():
         controls = list(fw["controls"].values())

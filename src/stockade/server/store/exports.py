@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
@@ -61,12 +61,7 @@ class ExportsStore(StoreBase):
         if kind == "syslog" and not target.startswith(("udp://", "tcp://")):
             raise BadRequest(f"syslog target {target!r}: use udp://host:port or tcp://host:port")
         if kind == "file":
-            from stockade.server.export import ExportError, export_path
-
-            try:
-                export_path(export_dir, target)
-            except ExportError as exc:
-                raise BadRequest(str(exc)) from None
+            export_path(export_dir, target)
         if fmt not in ("json", "rfc5424", "cef"):
             raise BadRequest("'format' is json, rfc5424 or cef")
         sev = str(spec.get("min_severity") or "LOW").upper()
@@ -100,3 +95,19 @@ class ExportsStore(StoreBase):
         with self.engine.connect() as con:
             row = con.execute(select(t.settings.c.value).where(t.settings.c.key == key)).first()
         return row.value if row else None
+
+
+def export_path(export_dir: Path | None, target: str) -> Path:
+    """Where a file export writes: ``target`` (a relative path) inside ``export_dir``, resolved (symbolic links
+    followed) and checked to stay inside it; BadRequest otherwise, or when file exports are off (no
+    --export-dir)."""
+    if export_dir is None:
+        raise BadRequest(f"{target}: file exports are off (start the server with --export-dir)")
+    rel = PurePosixPath(target)
+    if not target or rel.is_absolute() or ".." in rel.parts or "\x00" in target:
+        raise BadRequest(f"{target}: a file export's target is a relative path inside the export directory")
+    root = export_dir.resolve()
+    dest = (root / rel).resolve()
+    if not dest.is_relative_to(root) or dest == root:
+        raise BadRequest(f"{target}: resolves outside the export directory {root}")
+    return dest

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from stockade.server import db as t
 from stockade.server.store.base import SEVERITIES, BadRequest, StoreBase, bulk_insert, clip_text, parse_time
+from stockade.server.store.models import check
 
 
 class ImagesStore(StoreBase):
@@ -84,6 +85,7 @@ class ImagesStore(StoreBase):
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise BadRequest(f"items[{i}] is not an object")
+        check("scans", items)
         with self.engine.begin() as con:
             stored = sum(self._apply_scan(con, item, f"items[{i}]") for i, item in enumerate(items))
             self.audit(con, actor, "scan.store", ",".join(str(i.get("ref", "")) for i in items)[:300])

@@ -23,6 +23,7 @@ from stockade.server.store.base import (
 )
 from stockade.server.store.clusters import ClustersStore
 from stockade.server.store.images import ImagesStore
+from stockade.server.store.models import check
 
 
 class IngestStore(AlertsStore, ImagesStore, ClustersStore):
@@ -41,6 +42,7 @@ class IngestStore(AlertsStore, ImagesStore, ClustersStore):
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise BadRequest(f"items[{i}] is not an object")
+        check(kind, items)
         component = body.get("component") or {"alerts": "sensor", "snapshot": "agent", "violations": "admission"}.get(
             kind, ""
         )
