@@ -490,9 +490,9 @@ def test_exports_to_webhook_syslog_and_file(env: Env, tmp_path: Path) -> None:
     with env.http("reader") as c:
         ex = {x["id"]: x for x in c.get("/api/v1/exports").json()}
     assert ex[ids[0]]["failures"] >= 1 and ex[ids[0]]["last_error"] == "" and ex[ids[0]]["delivered"] >= len(stored)
-    with env.http("contributor") as c:
+    with env.http("admin") as c:
         for i in ids:
-            c.delete(f"/api/v1/exports/{i}")
+            assert c.delete(f"/api/v1/exports/{i}").status_code == 204
     hook.shutdown()
 
 
@@ -890,3 +890,31 @@ def test_ingested_documents_of_any_shape_get_400_or_are_stored(tmp_path: Path, d
 
 _FUZZ_STORES: dict[Path, Any] = {}
 _ALERTS: list[dict[str, Any]] = []
+
+
+def test_no_alert_text_can_forge_a_syslog_or_cef_record() -> None:
+    """Titles, messages and users with CR, LF, NEL and the Unicode line separators: every RFC 5424 message and CEF
+    record is one line, the RFC 5424 parser (an independent implementation) reads back the structured data as
+    sent, and the CEF header keeps its seven fields."""
+    import re
+
+    from syslog_rfc5424_parser import SyslogMessage
+
+    from stockade.server.export import to_cef, to_rfc5424
+
+    forged = "x\r\n<13>1 2026-01-01T00:00:00Z evil stockade 1 STK-FAKE - forged\nCEF:0|a|b|c|d|e|10|"
+    for sep in ("\r\n", "\n", "\r", "\x85", "\u2028", "\u2029"):
+        a = {"id": 7, "rule": "STK-AUD-001", "severity": "HIGH", "title": f"title{sep}|pipe", "message": forged,
+             "user": f"mallory{sep}]\"", "namespace": "ns", "last_seen": 1.8e9, "first_seen": 1.8e9, "count": 2,
+             "cluster": "prod", "source_ips": ["10.0.0.1"], "tactics": ["Execution"],
+             "techniques": ["T1609"]}  # fmt: skip
+        for line in (to_rfc5424(a), to_cef(a), to_rfc5424(a, msg=to_cef(a))):
+            assert not any(c in line for c in "\r\n\x85\u2028\u2029"), repr(line)
+        m = SyslogMessage.parse(to_rfc5424(a))
+        sd = m.sd["stockade@32473"]
+        assert sd["user"].startswith("mallory\\") and sd["namespace"] == "ns" and sd["cluster"] == "prod"
+        assert m.msg.startswith("title") and "forged" in m.msg  # the whole text stays in this one message
+        fields = re.split(r"(?<!\\)\|", to_cef(a), maxsplit=7)  # the header's 7 fields, then the extensions
+        assert fields[:5] == ["CEF:0", "stockade", "stockade", "0.1.0", "STK-AUD-001"], fields
+        assert fields[5].startswith("title") and fields[5].endswith("\\|pipe") and fields[6].isdigit()
+        assert fields[7].startswith("rt=")

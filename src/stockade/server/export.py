@@ -48,8 +48,15 @@ def alert_document(a: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _one_line(v: str) -> str:
+    """Line and record breaks as visible escapes: no text from an alert can start a line of its own (a forged
+    record in a file, or a second syslog message over TCP)."""
+    return v.replace("\r", "\\r").replace("\n", "\\n").replace("\x85", "\\x85").replace("\u2028", "\\u2028") \
+        .replace("\u2029", "\\u2029").replace("\x00", "")
+
+
 def _sd_escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    return _one_line(v.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]"))
 
 
 def _printable(v: str, limit: int) -> str:
@@ -73,7 +80,8 @@ def to_rfc5424(a: dict[str, Any], msg: str | None = None, host: str | None = Non
         "techniques": ",".join(a.get("techniques") or []),
     }
     sd = "[" + SD_ID + "".join(f' {k}="{_sd_escape(str(v))}"' for k, v in params.items() if v) + "]"
-    text = msg if msg is not None else f"{a['title']}: {a.get('message') or a.get('description') or ''}".strip()
+    text = msg if msg is not None else _one_line(
+        f"{a['title']}: {a.get('message') or a.get('description') or ''}".strip())
     return (
         f"<{pri}>1 {_iso(a['last_seen'])} {_printable(host or socket.gethostname(), 255)} stockade "
         f"{os.getpid()} {_printable(a['rule'], 32)} {sd} {text}"
@@ -81,11 +89,11 @@ def to_rfc5424(a: dict[str, Any], msg: str | None = None, host: str | None = Non
 
 
 def _cef_header(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return _one_line(v.replace("\\", "\\\\").replace("|", "\\|"))
 
 
 def _cef_value(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("=", "\\=").replace("\r", "\\r").replace("\n", "\\n")
+    return _one_line(v.replace("\\", "\\\\").replace("=", "\\="))
 
 
 def to_cef(a: dict[str, Any]) -> str:
