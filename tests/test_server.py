@@ -918,3 +918,16 @@ def test_no_alert_text_can_forge_a_syslog_or_cef_record() -> None:
         assert fields[:5] == ["CEF:0", "stockade", "stockade", "0.1.0", "STK-AUD-001"], fields
         assert fields[5].startswith("title") and fields[5].endswith("\\|pipe") and fields[6].isdigit()
         assert fields[7].startswith("rt=")
+
+
+def test_query_numbers_are_checked_not_500(env: Env) -> None:
+    """limit=-1 (on SQLite: the whole table), offsets and ids past 2**63, and huge limits: 422 naming the
+    parameter, never a 500 or an unbounded read."""
+    with env.http("admin") as c:
+        for path in ("/api/v1/audit-log?limit=-1", "/api/v1/alerts?limit=-1", "/api/v1/alerts?limit=100000",
+                     f"/api/v1/alerts?offset={2**63}", "/api/v1/violations?limit=0", f"/api/v1/alerts/{2**63}",
+                     f"/api/v1/images/{2**64}", "/api/v1/alerts/-1"):  # fmt: skip
+            r = c.get(path)
+            assert r.status_code == 422, (path, r.status_code, r.text)
+        assert c.delete(f"/api/v1/exports/{2**63}").status_code == 422
+        assert len(c.get("/api/v1/audit-log?limit=3").json()) <= 3

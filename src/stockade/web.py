@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from fastapi import Path, Query
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# query and path numbers checked before they reach a database (limit=-1 is "no limit" on SQLite; ids past 2**63
+# overflow its integers): 422 naming the parameter
+Limit = Annotated[int, Query(ge=1, le=5000)]
+Offset = Annotated[int, Query(ge=0, le=2**62)]
+RowId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 class BodyTooLarge(Exception):

@@ -25,7 +25,7 @@ from stockade.server.dashboard import mount, set_session_cookie
 from stockade.server.db import DatabaseError
 from stockade.server.ratelimit import LoginGuard
 from stockade.server.store import SESSION_COOKIE, BadRequest, Conflict, NotFound, Principal, Store
-from stockade.web import BodyLimit, BodyTooLarge, parse_json, read_body
+from stockade.web import BodyLimit, BodyTooLarge, Limit, Offset, RowId, parse_json, read_body
 
 log = logging.getLogger("stockade.server")
 
@@ -308,7 +308,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         return await run_in_threadpool(views.images, store)
 
     @app.get("/api/v1/images/{image_id}", tags=["views"])
-    async def get_image(image_id: int, severity: str | None = None, _p: Principal = viewer) -> Any:
+    async def get_image(image_id: RowId, severity: str | None = None, _p: Principal = viewer) -> Any:
         return await run_in_threadpool(views.image, store, image_id, severity)
 
     @app.get("/api/v1/recommendations", tags=["views"])
@@ -326,7 +326,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         return await run_in_threadpool(views.compliance, store, cluster)
 
     @app.get("/api/v1/violations", tags=["views"])
-    async def list_violations(cluster: str | None = None, limit: int = 200, _p: Principal = viewer) -> Any:
+    async def list_violations(cluster: str | None = None, limit: Limit = 200, _p: Principal = viewer) -> Any:
         return await run_in_threadpool(store.violations, cluster, min(limit, 5000))
 
     # -- alerts --------------------------------------------------------------------------------------------------
@@ -338,8 +338,8 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         cluster: str | None = None,
         source: str | None = None,
         q: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
+        limit: Limit = 100,
+        offset: Offset = 0,
         _p: Principal = viewer,
     ) -> Any:
         total, rows = await run_in_threadpool(
@@ -348,7 +348,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         return {"total": total, "items": rows}
 
     @app.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
-    async def get_alert(alert_id: int, _p: Principal = viewer) -> Any:
+    async def get_alert(alert_id: RowId, _p: Principal = viewer) -> Any:
         return await run_in_threadpool(store.alert, alert_id)
 
     @app.post("/api/v1/alerts/status", tags=["alerts"])
@@ -400,7 +400,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         return {"token": token}
 
     @app.get("/api/v1/audit-log", tags=["users"])
-    async def get_audit_log(limit: int = 200, _p: Principal = viewer) -> Any:
+    async def get_audit_log(limit: Limit = 200, _p: Principal = viewer) -> Any:
         return await run_in_threadpool(store.audit_entries, min(limit, 5000))
 
     @app.post("/api/v1/rescan", tags=["images"])
@@ -435,7 +435,7 @@ def _settings_routes(
             raise HTTPException(400, "send a JSON object")
         return {"id": await run_in_threadpool(adder, body, p.name)}
 
-    async def delete_row(row_id: int, p: Principal = writer) -> Response:
+    async def delete_row(row_id: RowId, p: Principal = writer) -> Response:
         await run_in_threadpool(store.delete_row, table, row_id, p.name)
         return Response(status_code=204)
 

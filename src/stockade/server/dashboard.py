@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from stockade.model import StockadeError
 from stockade.server import views
 from stockade.server.store import SESSION_COOKIE, SESSION_TTL, Principal, Store
+from stockade.web import RowId
 
 SEV_COLOR = {
     "CRITICAL": "#8e1b1b",
@@ -233,7 +234,7 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
         return await guarded(request, "images.html", views.running_images, store, qp.get("cluster"), qp.get("q"))
 
     @app.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
-    async def image(request: Request, image_id: int) -> Response:
+    async def image(request: Request, image_id: RowId) -> Response:
         return await guarded(request, "image.html", views.image, store, image_id, request.query_params.get("severity"))
 
     @app.get("/vulnerabilities", response_class=HTMLResponse, include_in_schema=False)
@@ -281,11 +282,11 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
         return await guarded(request, "alerts.html", load)
 
     @app.get("/alerts/{alert_id}", response_class=HTMLResponse, include_in_schema=False)
-    async def alert(request: Request, alert_id: int) -> Response:
+    async def alert(request: Request, alert_id: RowId) -> Response:
         return await guarded(request, "alert.html", store.alert, alert_id)
 
     @app.post("/alerts/{alert_id}/status", include_in_schema=False)
-    async def alert_status(request: Request, alert_id: int) -> Response:
+    async def alert_status(request: Request, alert_id: RowId) -> Response:
         form = await form_of(request)
         p = check_form(request, form, frozenset({"admin"}))
         if not isinstance(p, Principal):
