@@ -33,7 +33,7 @@ from stockade.posture.rule import (
     parse_version,
 )
 from stockade.rules import RuleError, Source, check_condition, each_rule, frameworks
-from stockade.rules.loader import CheckReport, as_source, read_sources
+from stockade.rules.loader import CheckReport, as_source, check_rules, read_sources
 
 __all__ = ["LATEST_K8S", "OLDEST_K8S", "PostureFinding", "Rule", "evaluate", "load_rules", "parse_rules",
            "parse_version"]  # fmt: skip
@@ -101,18 +101,7 @@ def check(src: Source, report: CheckReport) -> None:
     except RuleError as exc:
         report.errors.append(str(exc))
         return
-    seen: set[str] = set()
-    for i, w, r in each_rule(doc, src):
-        try:
-            with src.at("rules", i):
-                rule = parse_rule(r, w)
-                if rule.id in seen:
-                    raise RuleError(f"{w}: rule id {rule.id!r} used twice in this file")
-        except RuleError as exc:
-            report.errors.append(str(exc))
-            continue
-        seen.add(rule.id)
-        report.rules += 1
+    check_rules(doc, src, parse_rule, report)
 
 
 def load_rules(extra: list[Path] | None = None) -> list[Rule]:

@@ -151,7 +151,7 @@ def read_rule(
     """What audit and sensor rules share, checked and compiled: id, title, severity, MITRE tactics and
     techniques, condition (``default`` when absent), exceptions, description, remediation, output. None for
     a rule with ``enabled: false``; ``required`` names further keys the rule must have."""
-    w = where
+    w = where  # names the rule (file, index and id: each_rule) in every error
     if not isinstance(r, dict):
         raise RuleError(f"{w}: not a mapping")
     if r.get("enabled") is False:
@@ -244,6 +244,12 @@ def check_pack_file(src: Source, package: str, read_one: ReadOne, report: CheckR
         if data.skipped:
             report.warnings.append(f"{src.name}: list {name!r}: {data.skipped} entries skipped "
                                    f"(first: {data.first_skipped})")  # fmt: skip
+    check_rules(doc, src, lambda r, w: read_one(r, w, known, macros), report)
+
+
+def check_rules(doc: dict[str, Any], src: Source, read: Callable[[Any, str], Any], report: CheckReport) -> None:
+    """Each rule of a file through ``read(rule, where)`` on its own, every error (at its line) into ``report``,
+    and an id used twice in the file as one more error."""
     try:
         rules = list(each_rule(doc, src))
     except RuleError as exc:
@@ -253,7 +259,7 @@ def check_pack_file(src: Source, package: str, read_one: ReadOne, report: CheckR
     for i, w, r in rules:
         try:
             with src.at("rules", i):
-                rule = read_one(r, w, known, macros)
+                rule = read(r, w)
                 if rule is not None and rule.id in seen:
                     raise RuleError(f"{w}: rule id {rule.id!r} used twice in this file")
         except RuleError as exc:

@@ -28,9 +28,6 @@ class SensorRule:
     tree: Any = None  # that condition as data, for compiling the rules of an event type together
     reads: frozenset[str] = frozenset()
 
-    def fires(self, ev: dict[str, Any]) -> bool:
-        return bool(self.condition(ev))
-
 
 def parse(doc: Any, where: Source | str, lists: dict[str, Any], macros: dict[str, Any]) -> list[SensorRule]:
     src = as_source(where)
