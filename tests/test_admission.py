@@ -192,20 +192,28 @@ def test_malformed_and_oversized_bodies_get_400(tmp_path: Path, manifests: Path)
 
 @pytest.mark.parametrize("failure_policy", ["Fail", "Ignore"])
 def test_internal_error_follows_the_failure_policy(tmp_path: Path, manifests: Path, failure_policy: str) -> None:
+    """The image gate's store is unreadable. Under Fail every review is refused (500); under Ignore the images go
+    unchecked with a warning, but posture rules still decide: badPods' privileged hostPID pod is denied (it was
+    admitted when a gate error threw the whole verdict away) and a harmless pod admitted."""
     store = tmp_path / "scans.db"
     store.write_bytes(b"this is not an SQLite database" * 100)  # the gate's lookup fails inside the review
-    policy = {"failurePolicy": failure_policy, "imageGate": {"mode": "deny", "store": str(store)}}
-    pod = yaml.safe_load(
-        (manifests / "badPods" / "nothing-allowed" / "pod" / "nothing-allowed-exec-pod.yaml").read_text()
-    )
+    policy = {"failurePolicy": failure_policy, "imageGate": {"mode": "deny", "store": str(store)},
+              "rules": {"STK-PSS-B-*": "deny", "*": "off"}}  # fmt: skip
+    pods = {
+        name: yaml.safe_load((manifests / "badPods" / name / "pod" / f"{name}-exec-pod.yaml").read_text())
+        for name in ("nothing-allowed", "everything-allowed")
+    }
     with webhook(tmp_path, policy) as (client, _):
-        resp = client.post("/validate", json=review(pod, "apps")).json()["response"]
+        resp = {k: client.post("/validate", json=review(pod, "apps")).json()["response"] for k, pod in pods.items()}
         metrics = client.get("/metrics").text
     if failure_policy == "Fail":
-        assert resp["allowed"] is False and resp["status"]["code"] == 500
+        assert all(r["allowed"] is False and r["status"]["code"] == 500 for r in resp.values())
     else:
-        assert resp["allowed"] is True and "could not evaluate" in resp["warnings"][0]
-    assert 'stockade_admission_errors_total{kind="internal"} 1.0' in metrics
+        benign, bad = resp["nothing-allowed"], resp["everything-allowed"]
+        assert benign["allowed"] is True and "could not check the images" in benign["warnings"][0]
+        assert bad["allowed"] is False and bad["status"]["code"] == 403
+        assert "STK-PSS-B-" in bad["status"]["message"] and "privileged" in bad["status"]["message"].lower()
+    assert 'stockade_admission_errors_total{kind="internal"} 2.0' in metrics
 
 
 def test_image_gate_uses_recorded_scans(fixtures_dir: Path, vulndb: Any, tmp_path: Path, manifests: Path) -> None:

@@ -12,7 +12,7 @@ import orjson
 from stockade.admission.policy import AdmissionPolicy
 from stockade.admission.scans import ScanStore, ScanStoreError
 from stockade.kube import containers, pod_spec, to_resource
-from stockade.model import StockadeError
+from stockade.model import Resource, StockadeError
 from stockade.posture import (
     LATEST_K8S,
     OLDEST_K8S,
@@ -132,6 +132,17 @@ def _fit_warnings(items: list[str]) -> list[str]:
     return out
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A request past the posture rules, waiting for the image gate."""
+
+    request: dict[str, Any]
+    resource: Resource
+    namespace: str
+    added: set[str] | None
+    violations: list[Violation]
+
+
 class Reviewer:
     """Holds what every request needs, loaded once: rules, exceptions, the scan store, the violation log."""
 
@@ -181,7 +192,9 @@ class Reviewer:
                 out.append(Violation(IMAGE_RULES["vulnerable"], g.mode, name, f"{image}: {counts} fixable"))
         return out
 
-    def review(self, doc: dict[str, Any], user_agent: str = "") -> Decision:
+    def prepare(self, doc: dict[str, Any]) -> Decision | Prepared:
+        """The posture half of a review: CPU only, no I/O. A Decision when the request is exempt, else what the
+        image gate and ``decide`` need, the posture violations included."""
         req = doc["request"]
         uid = req["uid"]
         op = req.get("operation", "")
@@ -214,23 +227,57 @@ class Reviewer:
             mode = self.policy.mode_for(f.rule.id, namespace)
             if mode != "off":
                 violations.append(Violation(f.rule, mode, f.container))
-        spec = pod_spec(res)
-        if spec is not None and self.policy.image_gate.mode != "off":
-            for v in self._image_violations(spec, namespace):
-                if added is not None and v.container not in added:
-                    continue
-                if not self.exceptions.reason(PostureFinding(v.rule, res, v.container)):
-                    violations.append(v)
+        return Prepared(req, res, namespace, added, violations)
+
+    @property
+    def gated(self) -> bool:
+        return self.policy.image_gate.mode != "off"
+
+    def gate(self, prep: Prepared) -> list[Violation]:
+        """The image gate's violations for a prepared request (reads the scan store: may raise or be slow)."""
+        spec = pod_spec(prep.resource)
+        if spec is None or not self.gated:
+            return []
+        out = []
+        for v in self._image_violations(spec, prep.namespace):
+            if prep.added is not None and v.container not in prep.added:
+                continue
+            if not self.exceptions.reason(PostureFinding(v.rule, prep.resource, v.container)):
+                out.append(v)
+        return out
+
+    def decide(self, prep: Prepared, gate: list[Violation], user_agent: str = "", gate_error: str = "") -> Decision:
+        """The decision from the posture violations and the gate's; with ``gate_error`` (the gate failed under
+        failurePolicy Ignore) the posture verdict stands alone and a warning says the images were not checked."""
+        req, res = prep.request, prep.resource
+        violations = prep.violations + gate
         denied = [v for v in violations if v.mode == "deny"]
-        decision = Decision(uid, not denied, violations)
-        decision.warnings = _fit_warnings([v.message() for v in violations if v.mode in ("warn", "audit")])
+        decision = Decision(req["uid"], not denied, violations)
+        notes = [v.message() for v in violations if v.mode in ("warn", "audit")]
+        if gate_error:
+            notes.insert(0, f"stockade could not check the images ({gate_error}); posture rules still applied")
+        decision.warnings = _fit_warnings(notes)
         if denied:
             decision.code = 403
             decision.message = f"stockade denied {res.ref}: " + "; ".join(v.message() for v in denied)
         recorded = [v for v in violations if v.mode in ("audit", "deny")]
         if recorded and not req.get("dryRun") and self._log is not None:
-            self._write(req, res.ref, namespace, recorded, user_agent)
+            self._write(req, res.ref, prep.namespace, recorded, user_agent)
         return decision
+
+    def review(self, doc: dict[str, Any], user_agent: str = "") -> Decision:
+        """Posture, then the image gate, then the decision. A failing gate (its scan store unreadable) denies under
+        failurePolicy Fail (ScanStoreError raised) and, under Ignore, leaves the posture verdict in force."""
+        prep = self.prepare(doc)
+        if isinstance(prep, Decision):
+            return prep
+        try:
+            gate = self.gate(prep)
+        except ScanStoreError as exc:
+            if self.policy.failure_policy != "Ignore":
+                raise
+            return self.decide(prep, [], user_agent, gate_error=str(exc))
+        return self.decide(prep, gate, user_agent)
 
     def _write(self, req: dict[str, Any], ref: str, namespace: str, vs: list[Violation], agent: str) -> None:
         user = req.get("userInfo") or {}
@@ -281,4 +328,4 @@ def allowed_on_error(uid: str, policy: AdmissionPolicy, reason: str) -> Decision
     return Decision(uid, False, message=f"stockade could not evaluate this request ({reason})", code=500)
 
 
-__all__ = ["BadReview", "Decision", "Reviewer", "ScanStoreError", "allowed_on_error", "parse_review"]
+__all__ = ["BadReview", "Decision", "Prepared", "Reviewer", "ScanStoreError", "allowed_on_error", "parse_review"]

@@ -64,22 +64,29 @@ def create_app(policy: AdmissionPolicy, reviewer: Reviewer | None = None) -> Fas
         uid = doc["request"]["uid"]
         agent = request.headers.get("user-agent", "")
         try:
-            if reviewer.scans is None:
-                # CPU-bound and bounded (about a millisecond): inline, a thread hop would cost more than it
-                decision: Decision = reviewer.review(doc, agent)
-            else:  # the scan store is I/O: off the event loop, under the deadline
-                decision = await asyncio.wait_for(
-                    asyncio.to_thread(reviewer.review, doc, agent), timeout=policy.timeout_seconds
-                )
-        except TimeoutError:
-            errors.labels("timeout").inc()
-            log.error("review %s timed out after %.1f s; failure policy %s", uid, policy.timeout_seconds,
-                      policy.failure_policy)  # fmt: skip
-            decision = allowed_on_error(uid, policy, "timed out")
+            # posture: CPU-bound and bounded (about a millisecond), inline; a thread hop would cost more than it
+            prep = reviewer.prepare(doc)
         except Exception as exc:  # an internal error follows the failure policy, and is logged
             errors.labels("internal").inc()
             log.exception("review %s failed; failure policy %s", uid, policy.failure_policy)
-            decision = allowed_on_error(uid, policy, type(exc).__name__)
+            prep = allowed_on_error(uid, policy, type(exc).__name__)
+        if isinstance(prep, Decision):
+            decision: Decision = prep
+        elif reviewer.scans is None:
+            decision = reviewer.decide(prep, reviewer.gate(prep), agent)
+        else:  # the scan store is I/O: off the event loop, under the deadline
+            try:
+                gate = await asyncio.wait_for(asyncio.to_thread(reviewer.gate, prep), timeout=policy.timeout_seconds)
+                decision = reviewer.decide(prep, gate, agent)
+            except Exception as exc:  # TimeoutError included
+                reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+                errors.labels("timeout" if isinstance(exc, TimeoutError) else "internal").inc()
+                log.error("image gate of review %s failed (%s); failure policy %s", uid, exc or reason,
+                          policy.failure_policy)  # fmt: skip
+                if policy.failure_policy == "Ignore":  # posture verdicts stand: a privileged pod is still denied
+                    decision = reviewer.decide(prep, [], agent, gate_error=reason)
+                else:
+                    decision = allowed_on_error(uid, policy, reason)
         for v in decision.violations:
             violations.labels(v.rule.id, v.mode).inc()
         requests.labels("exempt" if decision.exempt else ("allowed" if decision.allowed else "denied")).inc()
