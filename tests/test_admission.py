@@ -333,6 +333,76 @@ def test_manifests_install_a_webhook_that_passes_its_own_rules(tmp_path: Path) -
     assert bad.returncode == 1 and "between 1 and 30" in bad.stderr
 
 
+def test_mtls_admits_only_the_api_servers_certificate(tmp_path: Path, manifests: Path) -> None:
+    """`serve --client-ca`: a review over TLS without a client certificate, or with one another CA signed, or with
+    the webhook's own serving certificate, never reaches /validate; the API server's client certificate from
+    `admission certs` does. The probes answer on the plain port, which serves nothing else."""
+    certs = tmp_path / "certs"
+    subprocess.run([*CLI, "admission", "certs", str(certs), "--san", "127.0.0.1"], check=True, capture_output=True)
+    other = tmp_path / "other"
+    subprocess.run([*CLI, "admission", "certs", str(other), "--san", "127.0.0.1"], check=True, capture_output=True)
+    config = yaml.safe_load((certs / "admission-config.yaml").read_text())
+    assert config["kind"] == "AdmissionConfiguration"
+    plugin = config["plugins"][0]
+    assert plugin["name"] == "ValidatingAdmissionWebhook"
+    kubeconfig = plugin["configuration"]["kubeConfigFile"]
+    users = yaml.safe_load((certs / "admission-kubeconfig.yaml").read_text())["users"]
+    assert kubeconfig.endswith("admission-kubeconfig.yaml") and users[0]["name"] == "stockade-admission.stockade.svc"
+    assert oct((certs / "apiserver-client.key").stat().st_mode & 0o777) == "0o600"
+    port, probe = free_port(), free_port()
+    proc = subprocess.Popen(
+        [*CLI, "admission", "serve", "--host", "127.0.0.1", "--port", str(port), "--cert", str(certs / "tls.crt"),
+         "--key", str(certs / "tls.key"), "--client-ca", str(certs / "ca.crt"), "--probe-port", str(probe)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    pod = yaml.safe_load((manifests / "badPods" / "priv" / "pod" / "priv-exec-pod.yaml").read_text())
+
+    def client(cert: tuple[Path, Path] | None) -> httpx.Client:
+        ctx = ssl.create_default_context(cafile=certs / "ca.crt")
+        if cert:
+            ctx.load_cert_chain(cert[0], cert[1])
+        return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ctx, timeout=10)
+
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{probe}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError(f"webhook did not start: {proc.stdout.read() if proc.stdout else ''!r}")
+        for cert in (None, (other / "apiserver-client.crt", other / "apiserver-client.key"),
+                     (certs / "tls.crt", certs / "tls.key")):  # fmt: skip
+            with client(cert) as c, pytest.raises(httpx.TransportError):
+                c.post("/validate", json=review(pod, "apps"))
+        with client((certs / "apiserver-client.crt", certs / "apiserver-client.key")) as c:
+            resp = c.post("/validate", json=review(pod, "apps")).json()["response"]
+        assert "STK-PSS-B-" in resp["auditAnnotations"]["violations"]
+        assert httpx.get(f"http://127.0.0.1:{probe}/metrics").status_code == 200
+        assert httpx.post(f"http://127.0.0.1:{probe}/validate", json=review(pod, "apps")).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # the manifests: mTLS arguments, probes on the plain port, and a NetworkPolicy for the API server's addresses
+    out = subprocess.run(
+        [*CLI, "admission", "manifests", "--certs", str(certs), "--mtls", "--api-server-cidr", "10.0.0.10/32",
+         "--api-server-cidr", "172.18.0.0/28"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    docs = list(yaml.safe_load_all(out))
+    ctr = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert ctr["args"][-4:] == ["--client-ca", "/tls/ca.crt", "--probe-port", "8081"]
+    assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081, "scheme": "HTTP"}
+    netpol = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]
+    webhook_rule = next(r for r in netpol["ingress"] if r["ports"] == [{"protocol": "TCP", "port": 8443}])
+    assert [b["ipBlock"]["cidr"] for b in webhook_rule["from"]] == ["10.0.0.10/32", "172.18.0.0/28"]
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert "ca.crt" in secret["data"]
+    bad = subprocess.run([*CLI, "admission", "manifests", "--api-server-cidr", "10.0.0.300/8"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1 and "--api-server-cidr" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_validating_admission_policies_decide_like_the_engine(manifests: Path) -> None:
     """Each exported CEL expression, run by cel-python (an independent CEL implementation), must reject
     exactly the objects the engine flags, on badPods and Online Boutique."""

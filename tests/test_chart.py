@@ -79,3 +79,26 @@ def test_workloads_pass_pod_security_restricted() -> None:
     # only the sensor's collector needs what restricted forbids: host PID, host paths, eBPF capabilities
     assert {name for name, _c, _r in pss} == {"stockade-sensor"}
     assert {c for _n, c, _r in pss if c} == {"collector"}
+
+
+def test_admission_webhook_covers_what_the_cli_manifests_cover_with_mtls_and_a_network_policy() -> None:
+    """The chart's webhook reviews the same resources as `stockade admission manifests` (pods/ephemeralcontainers
+    was missing: `kubectl debug --profile=sysadmin` went unreviewed); with admission.mtls the webhook requires the
+    API server's client certificate and probes move to the plain port; with the API server's CIDRs a NetworkPolicy
+    lets only them reach it."""
+    from stockade.admission.manifests import WEBHOOK_RULES
+
+    docs = rendered()
+    hook = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"][0]
+    charted = {r for rule in hook["rules"] for r in rule["resources"]}
+    assert {r for rule in WEBHOOK_RULES for r in rule["resources"]} <= charted
+    assert not any(d["kind"] == "NetworkPolicy" for d in docs)  # nothing to allow until the addresses are known
+    docs = rendered("--set", "admission.mtls=true", "--set", "admission.networkPolicy.apiServerCIDRs={10.0.0.10/32}")
+    webhook = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "stockade-admission")
+    ctr = webhook["spec"]["template"]["spec"]["containers"][0]
+    assert ctr["args"][-4:] == ["--client-ca", "/tls/ca.crt", "--probe-port", "8081"]
+    assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes", "scheme": "HTTP"}
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "stockade-admission"}
+    to_webhook = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8443)
+    assert to_webhook["from"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}]

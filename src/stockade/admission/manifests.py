@@ -32,7 +32,12 @@ def render(
     image: str = "ghcr.io/stockade/stockade:latest",
     replicas: int = 2,
     timeout_seconds: int = 5,
+    mtls: bool = False,
+    api_server_cidrs: list[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """The webhook's objects. ``mtls``: the webhook takes only the API server's client certificate (signed by the
+    certs' CA) and its probes move to a plain-HTTP port; ``api_server_cidrs``: a NetworkPolicy lets only those
+    addresses (the API server's, or the control-plane nodes') reach the webhook port."""
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "stockade"}
     meta = {"name": NAME, "namespace": namespace, "labels": labels}
     exempt = sorted({*policy.exempt_namespaces, namespace})
@@ -76,7 +81,16 @@ def render(
     }
 
     def probe(path: str) -> dict[str, Any]:
+        if mtls:  # the kubelet's probes present no client certificate
+            return {"httpGet": {"path": path, "port": PROBE_PORT, "scheme": "HTTP"}, "periodSeconds": 10}
         return {"httpGet": {"path": path, "port": 8443, "scheme": "HTTPS"}, "periodSeconds": 10}
+
+    args = ["admission", "serve", "--policy", "/etc/stockade/policy.yaml", "--cert", "/tls/tls.crt", "--key",
+            "/tls/tls.key", "--port", "8443"]  # fmt: skip
+    ports: list[dict[str, Any]] = [{"name": "https", "containerPort": 8443}]
+    if mtls:
+        args += ["--client-ca", "/tls/ca.crt", "--probe-port", str(PROBE_PORT)]
+        ports.append({"name": "probes", "containerPort": PROBE_PORT})
 
     deployment = {
         "apiVersion": "apps/v1",
@@ -95,9 +109,8 @@ def render(
                         {
                             "name": "webhook",
                             "image": image,
-                            "args": ["admission", "serve", "--policy", "/etc/stockade/policy.yaml",
-                                     "--cert", "/tls/tls.crt", "--key", "/tls/tls.key", "--port", "8443"],
-                            "ports": [{"name": "https", "containerPort": 8443}],
+                            "args": args,
+                            "ports": ports,
                             "readinessProbe": probe("/readyz"),
                             "livenessProbe": probe("/healthz"),
                             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
@@ -125,7 +138,8 @@ def render(
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, "name": f"{NAME}-tls"}, "type": "kubernetes.io/tls",
          "data": {"tls.crt": base64.b64encode(certs.cert_pem).decode(),
-                  "tls.key": base64.b64encode(certs.key_pem).decode()}},
+                  "tls.key": base64.b64encode(certs.key_pem).decode(),
+                  "ca.crt": base64.b64encode(certs.ca_pem).decode()}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {**meta, "name": f"{NAME}-policy"},
          "data": {"policy.yaml": policy_yaml}},
         deployment,
@@ -135,4 +149,27 @@ def render(
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
          "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}},
         webhook,
+        *([network_policy(meta, api_server_cidrs)] if api_server_cidrs else []),
     ]  # fmt: skip
+
+
+PROBE_PORT = 8081
+
+
+def network_policy(meta: dict[str, Any], cidrs: list[str]) -> dict[str, Any]:
+    """Ingress to the webhook pods: port 8443 from the API server's addresses only (AdmissionReviews carry no
+    credentials of their own, so anyone who reaches /validate could post reviews in any user's name), and the
+    probe port from anywhere (the kubelet; it serves only health and metrics)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta,
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": c}} for c in cidrs], "ports": [{"protocol": "TCP", "port": 8443}]},
+                {"ports": [{"protocol": "TCP", "port": PROBE_PORT}]},
+            ],
+        },
+    }

@@ -109,20 +109,47 @@ def create_app(policy: AdmissionPolicy, reviewer: Reviewer | None = None) -> Fas
     return app
 
 
-def serve(app: FastAPI, host: str, port: int, cert: str, key: str, **kw: Any) -> None:
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def probes_only(app: FastAPI) -> Any:
+    """The app's /healthz, /readyz and /metrics, and nothing else (404): what the plain-HTTP probe port serves
+    when the HTTPS port requires client certificates, which the kubelet's probes do not present."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in PROBE_PATHS:
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"only /healthz, /readyz and /metrics here"})
+            return
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def serve(app: FastAPI, host: str, port: int, cert: str, key: str, client_ca: str | None = None,
+          probe_port: int | None = None, **kw: Any) -> None:  # fmt: skip
+    """Serve the webhook over HTTPS. With ``client_ca``, only clients with a certificate that CA signed get past
+    the TLS handshake (the API server, configured with --admission-control-config-file); the probes then answer
+    on ``probe_port`` over plain HTTP."""
     import gc
+    import ssl
 
     import uvicorn
 
     gc.collect()
     gc.freeze()  # rules and the policy live for the process: keep them out of the collector's full passes
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        ssl_certfile=cert,
-        ssl_keyfile=key,
-        log_level=kw.get("log_level", "warning"),
-        access_log=False,
-        timeout_keep_alive=30,
-    )
+    common: dict[str, Any] = {"log_level": kw.get("log_level", "warning"), "access_log": False,
+                              "timeout_keep_alive": 30}  # fmt: skip
+    tls = uvicorn.Config(
+        app, host=host, port=port, ssl_certfile=cert, ssl_keyfile=key, ssl_ca_certs=client_ca,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE, **common,
+    )  # fmt: skip
+    if client_ca is None or probe_port is None:
+        uvicorn.Server(tls).run()
+        return
+    probes = uvicorn.Config(probes_only(app), host=host, port=probe_port, lifespan="off", **common)
+
+    async def both() -> None:
+        await asyncio.gather(uvicorn.Server(tls).serve(), uvicorn.Server(probes).serve())
+
+    asyncio.run(both())

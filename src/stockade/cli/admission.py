@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,9 @@ import typer
 
 from stockade.cli.common import err, input_errors, write
 from stockade.model import StockadeError
+
+APISERVER_DIR = "/etc/kubernetes/stockade"  # where the control plane keeps the webhook's client files
+KUBECONFIG_AT = f"{APISERVER_DIR}/admission-kubeconfig.yaml"
 
 admission_app = typer.Typer(help="Admission control: the validating webhook and its manifests.", no_args_is_help=True)
 
@@ -20,6 +24,13 @@ def admission_serve(
     policy: Annotated[Path | None, typer.Option(help="Admission policy (YAML); default: audit every rule")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8443,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(help="Require a client certificate signed by this CA (the API server's; mTLS)"),
+    ] = None,
+    probe_port: Annotated[
+        int, typer.Option(help="With --client-ca: plain-HTTP port for /healthz, /readyz and /metrics")
+    ] = 8081,
 ) -> None:
     """Serve the HTTPS validating webhook (AdmissionReview v1) with /healthz, /readyz and /metrics."""
     from stockade.admission.policy import AdmissionPolicy
@@ -28,11 +39,22 @@ def admission_serve(
 
     with input_errors():
         pol = AdmissionPolicy.load(policy) if policy else AdmissionPolicy()
-        for p in (cert, key):
+        for p in (cert, key, *([client_ca] if client_ca else [])):
             if not p.is_file():
                 raise StockadeError(f"{p}: no such file")
+        if client_ca is not None:
+            _check_ca(client_ca)
         app = create_app(pol, Reviewer(pol))  # rules, exceptions and the log load here: errors are clear
-    serve(app, host, port, str(cert), str(key))
+    serve(app, host, port, str(cert), str(key), str(client_ca) if client_ca else None, probe_port)
+
+
+def _check_ca(path: Path) -> None:
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, ValueError) as exc:
+        raise StockadeError(f"{path}: not a PEM CA certificate ({exc})") from None
 
 
 @admission_app.command("certs")
@@ -44,14 +66,22 @@ def admission_certs(
     days: Annotated[int, typer.Option(help="Validity in days")] = 365,
 ) -> None:
     """Generate a CA and a serving certificate for the webhook's in-cluster Service name."""
-    from stockade.admission.certs import generate
+    from stockade.admission.certs import apiserver_admission_config, apiserver_kubeconfig, generate
 
     with input_errors():
         try:
             generate(service, namespace, days, san).write(out)
+            (out / "admission-config.yaml").write_text(apiserver_admission_config(KUBECONFIG_AT))
+            (out / "admission-kubeconfig.yaml").write_text(
+                apiserver_kubeconfig(service, namespace, f"{APISERVER_DIR}/apiserver-client.crt",
+                                     f"{APISERVER_DIR}/apiserver-client.key")
+            )
         except OSError as exc:
             raise StockadeError(f"{out}: cannot write the certificates ({exc.strerror})") from None
-    err(f"wrote {out}/ca.crt, tls.crt, tls.key for {service}.{namespace}.svc")
+    err(f"wrote {out}/ca.crt, tls.crt, tls.key for {service}.{namespace}.svc; for mTLS (serve --client-ca ca.crt) "
+        f"copy apiserver-client.crt/.key, admission-kubeconfig.yaml and admission-config.yaml to {APISERVER_DIR} "
+        f"on the control plane and start kube-apiserver with --admission-control-config-file="
+        f"{APISERVER_DIR}/admission-config.yaml")
 
 
 @admission_app.command("manifests")
@@ -66,6 +96,13 @@ def admission_manifests(
     vap: Annotated[
         bool, typer.Option(help="Instead: ValidatingAdmissionPolicies for the rules CEL can express (no webhook)")
     ] = False,
+    mtls: Annotated[
+        bool, typer.Option(help="Accept only the API server's client certificate (see 'admission certs')")
+    ] = False,
+    api_server_cidr: Annotated[
+        list[str] | None,
+        typer.Option(help="Address range of the API server (repeat): a NetworkPolicy lets only it reach /validate"),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
 ) -> None:
     """Print the ValidatingWebhookConfiguration, Deployment, Service, PodDisruptionBudget and the rest (YAML)."""
@@ -97,7 +134,11 @@ def admission_manifests(
         else:
             wc = generate("stockade-admission", namespace)
         policy_yaml = policy.read_text() if policy else "defaultMode: audit\n"
-    docs = render(pol, policy_yaml, wc, namespace, image, timeout_seconds=timeout)
+        try:
+            cidrs = [str(ipaddress.ip_network(c, strict=False)) for c in api_server_cidr or []]
+        except ValueError as exc:
+            raise StockadeError(f"--api-server-cidr: {exc}") from None
+    docs = render(pol, policy_yaml, wc, namespace, image, timeout_seconds=timeout, mtls=mtls, api_server_cidrs=cidrs)
     write(yaml.safe_dump_all(docs, sort_keys=False).encode(), output)
 
 
