@@ -5,6 +5,7 @@ go to test-artifacts/dashboard/."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,42 @@ def test_reader_cannot_triage(site: Any, browser: Any) -> None:
     wait(browser, lambda d: "this needs the admin role" in d.page_source)
     browser.save_screenshot(str(SHOTS / "reader-refused.png"))
     assert store.alert(items[0]["id"])["status"] == "active"
+
+
+def test_tokens_and_users_from_the_settings_page(site: Any, browser: Any) -> None:
+    """A reader makes an API token that expires and revokes it; an admin disables the reader, whose open session
+    ends, and enables them again."""
+    from selenium.webdriver.common.by import By
+
+    base, store, _sent = site
+    sign_in(browser, base, "rita")
+    browser.get(f"{base}/settings")
+    assert not browser.find_elements(By.ID, "user-list")  # users are an admin's business
+    form = browser.find_element(By.CSS_SELECTOR, "form[action='/settings/tokens']")
+    form.find_element(By.NAME, "name").send_keys("laptop")
+    days = form.find_element(By.NAME, "expires_in_days")
+    days.clear()
+    days.send_keys("7")
+    form.find_element(By.TAG_NAME, "button").click()
+    secret = browser.find_element(By.ID, "token").text
+    assert secret.startswith("stk_") and store.principal(secret).name == "rita"
+    mine = next(t for t in store.tokens("rita") if t["name"] == "laptop")
+    assert abs(mine["expires_at"] - time.time() - 7 * 86400) < 120
+    browser.get(f"{base}/settings")
+    browser.find_element(By.CSS_SELECTOR, f"form[action='/settings/tokens/{mine['id']}/revoke'] button").click()
+    wait(browser, lambda d: not next(t for t in store.tokens("rita") if t["name"] == "laptop")["active"])
+    store._token_cache.clear()
+    assert store.principal(secret) is None
+    # the admin disables rita: her session in this browser is over
+    rita_cookie = browser.get_cookie("stockade_session")["value"]
+    sign_in(browser, base, "alice")
+    browser.get(f"{base}/settings")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/settings/users/rita/disabled'] button").click()
+    wait(browser, lambda d: next(u for u in store.users() if u["name"] == "rita")["disabled"])
+    browser.get(f"{base}/settings")
+    assert "disabled" in browser.find_element(By.ID, "user-list").text
+    browser.save_screenshot(str(SHOTS / "settings-users.png"))
+    assert store.principal(rita_cookie) is None
+    browser.find_element(By.CSS_SELECTOR, "form[action='/settings/users/rita/disabled'] button").click()
+    wait(browser, lambda d: not next(u for u in store.users() if u["name"] == "rita")["disabled"])
+    assert store.principal(rita_cookie) is not None and store.principal(rita_cookie).name == "rita"

@@ -419,10 +419,11 @@ def test_exports_to_webhook_syslog_and_file(env: Env, tmp_path: Path) -> None:
         ids = [
             c.post("/api/v1/exports", json=spec).json()["id"]
             for spec in (
-                {"kind": "webhook", "target": f"http://127.0.0.1:{hook.server_port}/hook"},
-                {"kind": "syslog", "target": f"udp://127.0.0.1:{udp.getsockname()[1]}", "format": "rfc5424"},
+                {"kind": "webhook", "target": f"http://127.0.0.1:{hook.server_port}/hook", "allow_private": True},
+                {"kind": "syslog", "target": f"udp://127.0.0.1:{udp.getsockname()[1]}", "format": "rfc5424",
+                 "allow_private": True},
                 {"kind": "syslog", "target": f"tcp://127.0.0.1:{tcp.getsockname()[1]}", "format": "cef",
-                 "min_severity": "HIGH"},
+                 "min_severity": "HIGH", "allow_private": True},
                 {"kind": "file", "target": outfile.name},
             )
         ]  # fmt: skip

@@ -165,10 +165,50 @@ def user_token(
     ctx: typer.Context,
     user: Annotated[str, typer.Argument(help="User the API token acts as")],
     name: Annotated[str, typer.Option(help="What the token is for")] = "api",
+    expires_in_days: Annotated[int, typer.Option(min=0, max=3650, help="Days it is valid; 0: until revoked")] = 90,
 ) -> None:
     """Print a new API token for a user."""
     with input_errors():
-        print(_store(ctx.obj["database_url"]).create_user_token(user, name, "cli"))
+        ttl = expires_in_days * 86400.0 or None
+        print(_store(ctx.obj["database_url"]).create_user_token(user, name, "cli", ttl))
+
+
+@server_app.command("tokens")
+def list_tokens(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens")] = None,
+) -> None:
+    """List API and cluster tokens (ids, owners, expiry, state; never the secrets)."""
+    with input_errors():
+        rows = _store(ctx.obj["database_url"]).tokens(user)
+    for r in rows:
+        state = "revoked" if r["revoked"] else "expired" if r["expired"] else "active"
+        exp = time.strftime("%Y-%m-%d", time.gmtime(r["expires_at"])) if r["expires_at"] else "never"
+        print(f"{r['id']}\t{r['kind']}\t{r['user'] or r['cluster'] or ''}\t{r['name']}\texpires {exp}\t{state}")
+
+
+@server_app.command("token-revoke")
+def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(help="Token id (from 'tokens')")]) -> None:
+    """Revoke a token: it stops working at once (within 10 s in running servers)."""
+    with input_errors():
+        _store(ctx.obj["database_url"]).revoke_token_id(token_id, "cli")
+    print(f"token {token_id} revoked", file=sys.stderr)
+
+
+@server_app.command("user-disable")
+def user_disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name")]) -> None:
+    """Disable a user: their sessions and API tokens stop working (the last admin cannot be disabled)."""
+    with input_errors():
+        _store(ctx.obj["database_url"]).set_user_disabled(name, True, "cli")
+    print(f"user {name!r} disabled", file=sys.stderr)
+
+
+@server_app.command("user-enable")
+def user_enable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name")]) -> None:
+    """Enable a disabled user again."""
+    with input_errors():
+        _store(ctx.obj["database_url"]).set_user_disabled(name, False, "cli")
+    print(f"user {name!r} enabled", file=sys.stderr)
 
 
 @server_app.command("cluster-add")
@@ -177,6 +217,18 @@ def cluster_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Cl
     with input_errors():
         _cid, token = _store(ctx.obj["database_url"]).create_cluster(name, "cli")
     print(token)
+
+
+@server_app.command("cluster-delete")
+def cluster_delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Cluster name")],
+    purge: Annotated[bool, typer.Option(help="Delete its alerts and violations too (default: kept, archived)")] = False,
+) -> None:
+    """Take a cluster out of service: its tokens stop working; its alerts are kept unless --purge."""
+    with input_errors():
+        _store(ctx.obj["database_url"]).delete_cluster(name, "cli", purge)
+    print(f"cluster {name!r} {'purged' if purge else 'archived'}", file=sys.stderr)
 
 
 @server_app.command("migrate")

@@ -5,6 +5,7 @@ users)."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -24,7 +26,7 @@ from stockade.server import views
 from stockade.server.dashboard import mount, set_session_cookie
 from stockade.server.db import DatabaseError
 from stockade.server.ratelimit import LoginGuard
-from stockade.server.store import SESSION_COOKIE, BadRequest, Conflict, NotFound, Principal, Store
+from stockade.server.store import SESSION_COOKIE, USER_TOKEN_TTL, BadRequest, Conflict, NotFound, Principal, Store
 from stockade.web import BodyLimit, BodyTooLarge, Limit, Offset, RowId, parse_json, read_body
 
 log = logging.getLogger("stockade.server")
@@ -64,6 +66,41 @@ def body_limit(method: str, path: str, max_ingest: int) -> int:
     if method == "POST" and INGEST_PATHS.match(path):
         return max_ingest
     return FORM_MAX
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cookie_write_check(request: Request, session: str) -> None:
+    """A write to the JSON API authenticated by the dashboard's session cookie (not a bearer token) must be a
+    same-origin request a form cannot forge: its body ``application/json`` and its ``Origin`` this server's (or an
+    ``X-CSRF-Token`` header with the session's CSRF token, for clients that send no Origin). 403 otherwise."""
+    from stockade.server.dashboard import csrf_token
+
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if request.method in ("POST", "PUT", "PATCH") and ctype != "application/json":
+        raise HTTPException(415, "a write with the session cookie takes a body of type application/json")
+    csrf = request.headers.get("x-csrf-token", "")
+    if csrf and hmac.compare_digest(csrf, csrf_token(session)):
+        return
+    origin = request.headers.get("origin", "")
+    host = request.headers.get("host", "")
+    if not origin or origin == "null" or not host or urlsplit(origin).netloc.lower() != host.lower():
+        raise HTTPException(
+            403, "a write with the session cookie needs this server's Origin or an X-CSRF-Token header; "
+            "scripts should use a bearer token"
+        )
+
+
+def expiry(body: Any, default: float | None) -> float | None:
+    """Seconds a new token lives, from the body's "expires_in_days" (0: until revoked); 400 when it is no number of
+    days from 0 to 3,650."""
+    days = body.get("expires_in_days") if isinstance(body, dict) else None
+    if days is None:
+        return default
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 3650:
+        raise HTTPException(400, "'expires_in_days' is a number of days from 0 (never) to 3650")
+    return float(days) * 86400 if days else None
 
 
 def _token_of(request: Request) -> str | None:
@@ -162,6 +199,8 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         p = store.principal(token) if token else None
         if p is None:
             raise HTTPException(401, "a valid token is needed (Authorization: Bearer ...)")
+        if request.method not in SAFE_METHODS and not request.headers.get("authorization"):
+            cookie_write_check(request, token or "")
         return p
 
     def need(roles: frozenset[str]) -> Callable[[Request], Principal]:
@@ -177,11 +216,13 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     manager = Depends(need(MANAGE))
     triager = Depends(need(TRIAGE))
 
-    async def body_json(request: Request) -> Any:
+    async def body_json(request: Request, optional: bool = False) -> Any:
         try:
             body = await read_body(request, settings.max_body)
         except BodyTooLarge as exc:
             raise HTTPException(413, f"the body is over {exc.limit} bytes") from None
+        if optional and not body.strip():
+            return {}
         try:
             return await parse_json(body)
         except orjson.JSONDecodeError as e:
@@ -271,22 +312,33 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     async def list_clusters(_p: Principal = viewer) -> Any:
         return await run_in_threadpool(store.clusters)
 
+    @app.get("/api/v1/clusters/archived", tags=["clusters"])
+    async def list_archived(_p: Principal = viewer) -> Any:
+        """Clusters deleted without purging: their alerts and violations are kept."""
+        return await run_in_threadpool(lambda: store.clusters(archived=True))
+
     @app.post("/api/v1/clusters", tags=["clusters"], status_code=201)
     async def create_cluster(request: Request, p: Principal = manager) -> Any:
+        """Register a cluster (or bring an archived one back): {"name": ..., "expires_in_days": N (optional)}."""
         body = await body_json(request)
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str):
             raise HTTPException(400, "send {'name': ...}")
-        cid, token = await run_in_threadpool(store.create_cluster, name, p.name)
+        ttl = expiry(body, None)
+        cid, token = await run_in_threadpool(store.create_cluster, name, p.name, ttl)
         return {"id": cid, "name": name, "token": token}
 
     @app.post("/api/v1/clusters/{cluster}/tokens", tags=["clusters"], status_code=201)
-    async def cluster_token(cluster: str, p: Principal = manager) -> Any:
-        return {"token": await run_in_threadpool(store.new_cluster_token, cluster, p.name)}
+    async def cluster_token(cluster: str, request: Request, p: Principal = manager) -> Any:
+        """Another ingestion token for a cluster: optional body {"expires_in_days": N}."""
+        ttl = expiry(await body_json(request, optional=True), None)
+        return {"token": await run_in_threadpool(store.new_cluster_token, cluster, p.name, ttl)}
 
     @app.delete("/api/v1/clusters/{cluster}", tags=["clusters"], status_code=204)
-    async def delete_cluster(cluster: str, p: Principal = manager) -> Response:
-        await run_in_threadpool(store.delete_cluster, cluster, p.name)
+    async def delete_cluster(cluster: str, purge: bool = False, p: Principal = triager) -> Response:
+        """Archive a cluster: its tokens stop working, its alerts and violations are kept; ``?purge=true`` deletes
+        it with everything of it. Admins only."""
+        await run_in_threadpool(store.delete_cluster, cluster, p.name, purge)
         return Response(status_code=204)
 
     # -- read models ---------------------------------------------------------------------------------------------
@@ -388,16 +440,44 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         uid = await run_in_threadpool(store.create_user, name, password, role, p.name)
         return {"id": uid}
 
+    @app.patch("/api/v1/users/{name}", tags=["users"])
+    async def patch_user(name: str, request: Request, p: Principal = triager) -> Any:
+        """Disable a user (their sessions and tokens stop working) or enable them: {"disabled": true|false}."""
+        body = await body_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("disabled"), bool):
+            raise HTTPException(400, "send {'disabled': true or false}")
+        await run_in_threadpool(store.set_user_disabled, name, body["disabled"], p.name)
+        return {"name": name, "disabled": body["disabled"]}
+
+    @app.get("/api/v1/tokens", tags=["users"])
+    async def list_tokens(p: Principal = viewer) -> Any:
+        """Your API tokens (admins: every API and cluster token), without their secrets."""
+        return await run_in_threadpool(store.tokens, None if p.role == "admin" else p.name)
+
     @app.post("/api/v1/tokens", tags=["users"], status_code=201)
     async def create_token(request: Request, p: Principal = viewer) -> Any:
-        """An API token for yourself (admins: for any user, with 'user')."""
+        """An API token for yourself (admins: for any user, with 'user'), valid "expires_in_days" (default 90;
+        0: until revoked)."""
         body = await body_json(request)
         body = body if isinstance(body, dict) else {}
         user = str(body.get("user") or p.name)
         if user != p.name and p.role != "admin":
             raise HTTPException(403, "only an admin creates tokens for another user")
-        token = await run_in_threadpool(store.create_user_token, user, str(body.get("name") or "api"), p.name)
-        return {"token": token}
+        ttl = expiry(body, USER_TOKEN_TTL)
+        name = str(body.get("name") or "api")
+        token = await run_in_threadpool(store.create_user_token, user, name, p.name, ttl)
+        return {"token": token, "expires_in_days": None if ttl is None else round(ttl / 86400, 3)}
+
+    @app.delete("/api/v1/tokens/{token_id}", tags=["users"], status_code=204)
+    async def revoke_token(token_id: RowId, p: Principal = viewer) -> Response:
+        """Revoke a token by id: your own, or (admins) any; contributors also revoke cluster tokens."""
+        kind, owner = await run_in_threadpool(store.token_owner, token_id)
+        allowed = p.role == "admin" or (owner == p.name and p.kind != "cluster") or (
+            kind == "cluster" and p.role in MANAGE)
+        if not allowed:
+            raise HTTPException(403, f"{p.name} ({p.role}) may revoke only their own tokens")
+        await run_in_threadpool(store.revoke_token_id, token_id, p.name)
+        return Response(status_code=204)
 
     @app.get("/api/v1/audit-log", tags=["users"])
     async def get_audit_log(limit: Limit = 200, _p: Principal = viewer) -> Any:
@@ -426,8 +506,8 @@ def _settings_routes(
     adder: Callable[[dict[str, Any], str], int],
     body_json: Callable[[Request], Awaitable[Any]],
 ) -> None:
-    async def list_rows(_p: Principal = viewer) -> Any:
-        return await run_in_threadpool(store.rows, table)
+    async def list_rows(p: Principal = viewer) -> Any:
+        return await run_in_threadpool(store.rows, table, p.role)
 
     async def add_row(request: Request, p: Principal = writer) -> Any:
         body = await body_json(request)

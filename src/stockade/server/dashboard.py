@@ -301,15 +301,61 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
 
     @app.get("/settings", response_class=HTMLResponse, include_in_schema=False)
     async def settings_page(request: Request) -> Response:
+        p, _ = who(request)
+        role = p.role if p else "reader"
+        mine = p.name if p else ""
+
         def load() -> dict[str, Any]:
             return {
                 "suppressions": store.rows("suppressions"),
                 "exceptions": store.rows("exceptions"),
-                "exports": store.rows("exports"),
+                "exports": store.rows("exports", role),
+                "users": store.users() if role == "admin" else [],
+                "tokens": store.tokens(None if role == "admin" else mine),
                 "audit": store.audit_entries(100),
             }
 
         return await guarded(request, "settings.html", load)
+
+    @app.post("/settings/users/{name}/disabled", include_in_schema=False)
+    async def user_disabled(request: Request, name: str) -> Response:
+        form = await form_of(request)
+        p = check_form(request, form, frozenset({"admin"}))
+        if not isinstance(p, Principal):
+            return p
+        try:
+            await run_in_threadpool(store.set_user_disabled, name, form.get("disabled") == "1", p.name)
+        except StockadeError as e:
+            return page(request, "error.html", status=400, error=str(e))
+        return RedirectResponse("/settings#users", status_code=303)
+
+    @app.post("/settings/tokens/{token_id}/revoke", include_in_schema=False)
+    async def token_revoke(request: Request, token_id: RowId) -> Response:
+        form = await form_of(request)
+        p = check_form(request, form, frozenset({"reader", "contributor", "admin"}))
+        if not isinstance(p, Principal):
+            return p
+        try:
+            kind, owner = await run_in_threadpool(store.token_owner, token_id)
+            if not (p.role == "admin" or owner == p.name or (kind == "cluster" and p.role == "contributor")):
+                return page(request, "error.html", status=403, error=f"{p.name} may revoke only their own tokens.")
+            await run_in_threadpool(store.revoke_token_id, token_id, p.name)
+        except StockadeError as e:
+            return page(request, "error.html", status=404, error=str(e))
+        return RedirectResponse("/settings#tokens", status_code=303)
+
+    @app.post("/settings/tokens", include_in_schema=False)
+    async def token_create(request: Request) -> Response:
+        form = await form_of(request)
+        p = check_form(request, form, frozenset({"reader", "contributor", "admin"}))
+        if not isinstance(p, Principal):
+            return p
+        days = form.get("expires_in_days", "90")
+        if not days.isdigit() or int(days) > 3650:
+            return page(request, "error.html", status=400, error="Expiry is a number of days from 0 (never) to 3650.")
+        ttl = int(days) * 86400.0 or None
+        secret = await run_in_threadpool(store.create_user_token, p.name, form.get("name") or "api", p.name, ttl)
+        return page(request, "token.html", token=secret, days=int(days))
 
     @app.post("/settings/{table}", include_in_schema=False)
     async def settings_add(request: Request, table: str) -> Response:
@@ -326,6 +372,8 @@ def mount(app: FastAPI, store: Store, settings: Any) -> None:
         if table == "suppressions":
             spec["match"] = {k[6:]: spec.pop(k) for k in list(spec) if k.startswith("match_")}
             spec["apply_to_existing"] = spec.get("apply_to_existing") == "on"
+        if table == "exports":
+            spec["allow_private"] = spec.get("allow_private") == "on"
         try:
             await run_in_threadpool(adders[table], spec, p.name)
         except StockadeError as e:

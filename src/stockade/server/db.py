@@ -58,6 +58,8 @@ clusters = Table(
     Column("audit_seen", Float),
     Column("admission_seen", Float),
     Column("components", JSON, nullable=False, default=dict),  # what the agent found installed
+    # set when an admin deleted the cluster without purging it: its tokens are gone, its alerts and violations kept
+    Column("archived_at", Float),
 )
 
 tokens = Table(
@@ -268,6 +270,8 @@ exports = Table(
     Column("failures", BigInteger, nullable=False, default=0),
     Column("last_error", Text, nullable=False, default=""),
     Column("last_ok_at", Float),
+    # webhook and syslog exports to loopback, private, link-local or reserved addresses only when an admin said so
+    Column("allow_private", Boolean, nullable=False, default=False),
 )
 
 alert_exports = Table(  # what each export delivered: the exporter sends what is missing here

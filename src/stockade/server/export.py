@@ -19,7 +19,7 @@ from sqlalchemy import and_, insert, select, update
 
 from stockade.server import db as t
 from stockade.server.store import SEVERITIES, BadRequest, Store, severity_at_least
-from stockade.server.store.exports import export_path
+from stockade.server.store.exports import check_public_target, export_path, redact_text, redact_url
 
 log = logging.getLogger("stockade.server.export")
 
@@ -135,21 +135,27 @@ def _send_syslog(target: str, messages: list[str]) -> None:
             with socket.create_connection(addr, timeout=10) as s:
                 s.sendall(b"".join(f"{len(m.encode())} ".encode() + m.encode() for m in messages))
     except (OSError, ValueError) as e:
-        raise ExportError(f"{target}: {e}") from e
+        raise ExportError(redact_text(f"{redact_url(target)}: {e}")) from e
 
 
 def deliver(export: dict[str, Any], alerts: list[dict[str, Any]], client: httpx.Client,
             export_dir: Path | None = None) -> None:  # fmt: skip
     """Send one batch; raises ExportError when the target did not take it."""
     kind, fmt, target = export["kind"], export["format"], export["target"]
+    shown = redact_url(target)
+    if kind != "file" and not export.get("allow_private"):
+        try:  # again at each delivery: a name that resolved to a public address may point inward now
+            check_public_target(target)
+        except BadRequest as e:
+            raise ExportError(str(e)) from None
     if kind == "webhook":
         try:
             r = client.post(target, content=orjson.dumps({"alerts": [alert_document(a) for a in alerts]}),
                             headers={"content-type": "application/json"})
         except httpx.HTTPError as e:
-            raise ExportError(f"{target}: {e}") from e
+            raise ExportError(redact_text(f"{shown}: {e}")) from e
         if not 200 <= r.status_code < 300:
-            raise ExportError(f"{target}: HTTP {r.status_code}")
+            raise ExportError(f"{shown}: HTTP {r.status_code}")
     elif kind == "syslog":
         _send_syslog(target, [to_rfc5424(a, msg=to_cef(a) if fmt == "cef" else None) for a in alerts])
     else:
@@ -209,7 +215,7 @@ def run_once(store: Store, client: httpx.Client, backoff: dict[int, tuple[float,
             except ExportError as e:
                 delay = min(max(delay * 2, 1.0), 300.0)
                 backoff[ex["id"]] = (time.monotonic() + delay, delay)
-                log.warning("export %s: delivery failed, retrying in %.0f s: %s", ex["name"], delay, e)
+                log.warning("export %s: delivery failed, retrying in %.0f s: %s", redact_text(ex["name"]), delay, e)
                 with store.engine.begin() as con:
                     con.execute(
                         update(t.exports)

@@ -31,6 +31,7 @@ INGEST_KINDS = ("alerts", "snapshot", "scans", "violations", "heartbeat")
 COMPONENTS = ("agent", "sensor", "audit", "admission")
 MAX_ITEMS = 5000  # per batch
 SESSION_TTL = 12 * 3600.0
+USER_TOKEN_TTL = 90 * 86400.0  # API tokens expire after 90 days unless asked otherwise
 SESSION_COOKIE = "stockade_session"
 
 

@@ -23,51 +23,77 @@ from stockade.server.store.base import (
 
 
 class ClustersStore(StoreBase):
-    def create_cluster(self, name: str, actor: str) -> tuple[int, str]:
-        """A new cluster and its ingestion token (shown once)."""
+    def create_cluster(self, name: str, actor: str, ttl: float | None = None) -> tuple[int, str]:
+        """A new cluster and its ingestion token (shown once). The name of an archived cluster brings it back,
+        with its kept alerts and violations."""
         if not name or len(name) > 200 or any(c in name for c in "/?#% "):
             raise BadRequest(f"cluster name {name!r}: 1 to 200 characters, no spaces, '/', '?', '#' or '%'")
         with self.engine.begin() as con:
-            if con.execute(select(t.clusters.c.id).where(t.clusters.c.name == name)).first():
+            row = con.execute(
+                select(t.clusters.c.id, t.clusters.c.archived_at).where(t.clusters.c.name == name)
+            ).first()
+            if row is not None and row.archived_at is None:
                 raise Conflict(f"cluster {name!r} exists")
-            cid = con.execute(
-                insert(t.clusters).values(name=name, created_at=time.time(), k8s_version="", nodes=0, components={})
-            ).inserted_primary_key
-            self.audit(con, actor, "cluster.create", name)
-        assert cid is not None
-        return int(cid[0]), self._new_token("cluster", f"cluster {name}", cluster_id=int(cid[0]), actor=actor)
+            if row is not None:
+                cid = int(row.id)
+                con.execute(update(t.clusters).where(t.clusters.c.id == cid).values(archived_at=None))
+                self.audit(con, actor, "cluster.restore", name)
+            else:
+                key = con.execute(
+                    insert(t.clusters).values(name=name, created_at=time.time(), k8s_version="", nodes=0,
+                                              components={})
+                ).inserted_primary_key
+                assert key is not None
+                cid = int(key[0])
+                self.audit(con, actor, "cluster.create", name)
+        return cid, self._new_token("cluster", f"cluster {name}", cluster_id=cid, ttl=ttl, actor=actor)
 
-    def new_cluster_token(self, name: str, actor: str) -> str:
+    def new_cluster_token(self, name: str, actor: str, ttl: float | None = None) -> str:
         cid = self.cluster_id(name)
-        return self._new_token("cluster", f"cluster {name}", cluster_id=cid, actor=actor)
+        return self._new_token("cluster", f"cluster {name}", cluster_id=cid, ttl=ttl, actor=actor)
 
-    def delete_cluster(self, name: str, actor: str) -> None:
-        cid = self.cluster_id(name)
+    def delete_cluster(self, name: str, actor: str, purge: bool = False) -> None:
+        """Take a cluster out of service: its tokens, running containers, recommendations and compliance go; its
+        alerts and admission violations are kept (archived) for investigation. ``purge`` removes the cluster and
+        everything of it, archived or not."""
+        cid = self.cluster_id(name, archived=True)
         with self.engine.begin() as con:
-            for table in (t.alerts, t.containers, t.recommendations, t.compliance, t.violations, t.ingest_batches):
+            gone: tuple[Any, ...] = (t.containers, t.recommendations, t.compliance, t.ingest_batches)
+            if purge:
+                gone += (t.alerts, t.violations)
+            for table in gone:
                 con.execute(delete(table).where(table.c.cluster_id == cid))
             con.execute(delete(t.tokens).where(t.tokens.c.cluster_id == cid))
-            con.execute(delete(t.clusters).where(t.clusters.c.id == cid))
-            self.audit(con, actor, "cluster.delete", name)
+            if purge:
+                con.execute(delete(t.clusters).where(t.clusters.c.id == cid))
+            else:
+                con.execute(update(t.clusters).where(t.clusters.c.id == cid).values(archived_at=time.time()))
+            self.audit(con, actor, "cluster.purge" if purge else "cluster.archive", name)
         with self._lock:
             self._token_cache.clear()
 
     def cluster_names(self) -> list[str]:
+        """Every cluster that can hold alerts, archived ones too."""
         with self.engine.connect() as con:
             return [r.name for r in con.execute(select(t.clusters.c.name).order_by(t.clusters.c.name))]
 
-    def cluster_id(self, name: str) -> int:
+    def cluster_id(self, name: str, archived: bool = False) -> int:
+        """The id of a cluster in service (or also an archived one, with ``archived``); NotFound otherwise."""
         with self.engine.connect() as con:
-            row = con.execute(select(t.clusters.c.id).where(t.clusters.c.name == name)).first()
-        if row is None:
-            raise NotFound(f"no cluster {name!r}")
+            row = con.execute(
+                select(t.clusters.c.id, t.clusters.c.archived_at).where(t.clusters.c.name == name)
+            ).first()
+        if row is None or (row.archived_at is not None and not archived):
+            raise NotFound(f"no cluster {name!r}" if row is None else f"cluster {name!r} is archived")
         return int(row.id)
 
-    def clusters(self, stale_after: float = 900.0) -> list[dict[str, Any]]:
-        """Clusters with their protection status: a component is present when it reported in ``stale_after``."""
+    def clusters(self, stale_after: float = 900.0, archived: bool = False) -> list[dict[str, Any]]:
+        """Clusters in service (or the archived ones, with ``archived``) with their protection status: a component
+        is present when it reported in ``stale_after``."""
         now = time.time()
+        state = t.clusters.c.archived_at.is_not(None) if archived else t.clusters.c.archived_at.is_(None)
         with self.engine.connect() as con:
-            rows = con.execute(select(t.clusters).order_by(t.clusters.c.name)).all()
+            rows = con.execute(select(t.clusters).where(state).order_by(t.clusters.c.name)).all()
             alert_counts: dict[int, int] = dict(
                 con.execute(
                     select(t.alerts.c.cluster_id, func.count())

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import delete, func, insert, select
 
@@ -25,10 +29,18 @@ class ExportsStore(StoreBase):
         with self._lock:
             self._sup_cache = None
 
-    def rows(self, table_name: str) -> list[dict[str, Any]]:
+    def rows(self, table_name: str, role: str = "reader") -> list[dict[str, Any]]:
+        """A settings table as shown: export targets with their credentials redacted, and delivery errors (which
+        say what answers at a target) only to admins."""
         table = SETTINGS_TABLES[table_name]
         with self.engine.connect() as con:
-            return [dict(r._mapping) for r in con.execute(select(table).order_by(table.c.id)).all()]
+            rows = [dict(r._mapping) for r in con.execute(select(table).order_by(table.c.id)).all()]
+        if table is t.exports:
+            for r in rows:
+                r["target"] = redact_url(r["target"])
+                r["name"] = redact_text(r["name"])
+                r["last_error"] = redact_text(r["last_error"]) if role == "admin" else ""
+        return rows
 
     def add_exception(self, spec: dict[str, Any], actor: str) -> int:
         reason = spec.get("reason")
@@ -62,6 +74,9 @@ class ExportsStore(StoreBase):
             raise BadRequest(f"syslog target {target!r}: use udp://host:port or tcp://host:port")
         if kind == "file":
             export_path(export_dir, target)
+        allow_private = spec.get("allow_private") in (True, "true", "on", "1")
+        if kind != "file" and not allow_private:
+            check_public_target(target, must_resolve=False)
         if fmt not in ("json", "rfc5424", "cef"):
             raise BadRequest("'format' is json, rfc5424 or cef")
         sev = str(spec.get("min_severity") or "LOW").upper()
@@ -73,7 +88,7 @@ class ExportsStore(StoreBase):
                 start = 0
             xid = con.execute(
                 insert(t.exports).values(
-                    name=str(spec.get("name") or f"{kind} {target}")[:200],
+                    name=str(spec.get("name") or f"{kind} {redact_url(target)}")[:200],
                     kind=kind,
                     target=target,
                     format=fmt,
@@ -85,9 +100,11 @@ class ExportsStore(StoreBase):
                     delivered=0,
                     failures=0,
                     last_error="",
+                    allow_private=allow_private,
                 )
             ).inserted_primary_key
-            self.audit(con, actor, "export.create", target, {"kind": kind, "format": fmt})
+            detail = {"kind": kind, "format": fmt, "allow_private": allow_private}
+            self.audit(con, actor, "export.create", redact_url(target)[:300], detail)
         assert xid is not None
         return int(xid[0])
 
@@ -111,3 +128,75 @@ def export_path(export_dir: Path | None, target: str) -> Path:
     if not dest.is_relative_to(root) or dest == root:
         raise BadRequest(f"{target}: resolves outside the export directory {root}")
     return dest
+
+
+# query parameters that carry secrets in webhook URLs (Splunk HEC, Teams, generic "?token=")
+_SECRET_PARAM = re.compile(r"(?i)(token|key|secret|pass|pwd|sig|signature|auth|code|credential)")
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user name, password and secret-looking query values replaced by ``***``: how export
+    targets are shown, logged and audited."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside ``text`` (an error message, a name) redacted."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def target_host(target: str) -> tuple[str, int]:
+    """Host and port of a webhook URL or a syslog udp://host:port / tcp://host:port target."""
+    try:
+        parts = urlsplit(target)
+        host, port = parts.hostname or "", parts.port
+    except ValueError as e:
+        raise BadRequest(f"{redact_url(target)}: {e}") from None
+    if not host:
+        raise BadRequest(f"{redact_url(target)}: no host")
+    default = {"https": 443, "http": 80}.get(parts.scheme, 514)
+    return host, port or default
+
+
+def non_public(addr: str) -> bool:
+    """Loopback, private (RFC 1918, ULA), link-local (cloud metadata at 169.254.169.254), CGNAT, multicast,
+    unspecified or reserved."""
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def check_public_target(target: str, must_resolve: bool = True) -> list[str]:
+    """The addresses ``target``'s host resolves to, all public; BadRequest naming the first that is not (an
+    export to it needs ``allow_private``, which only an admin sets) or, with ``must_resolve``, when the name does
+    not resolve (at creation a name may not resolve yet: each delivery checks again)."""
+    host, port = target_host(target)
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as e:
+        if not must_resolve:
+            return []
+        raise BadRequest(f"{redact_url(target)}: {host} does not resolve ({e})") from None
+    addrs = sorted({str(i[4][0]) for i in infos})
+    for a in addrs:
+        if non_public(a):
+            raise BadRequest(
+                f"{redact_url(target)}: {host} is {a}, a loopback, private, link-local or reserved address; "
+                "set allow_private to export to it"
+            )
+    return addrs

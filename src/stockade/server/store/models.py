@@ -60,7 +60,7 @@ def _depth(value: Any, limit: int = MAX_DEPTH) -> Any:
 
 Time = Annotated[Any, AfterValidator(_time)]
 Shallow = Annotated[Any, AfterValidator(_depth)]
-Scalar = str | int | float | bool | None
+Scalar = Annotated[str | int | float | bool | None, AfterValidator(_depth)]  # integers within 64 bits
 Strings = Annotated[list[Scalar], Field(max_length=256)]
 
 
