@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import semver
+import yaml
 from conftest import SHARED, libapt_lt, rpm_vercmp_batch
 
 from stockade.inventory import catalog_image
@@ -643,3 +644,142 @@ def test_the_engine_function_scan_calls(fixtures_dir: Path, vulndb: VulnDB, tmp_
     assert summary is not None
     # a finding per binary package: the silenced id's findings are out of the store's counts, the others in
     assert sum(summary.counts.values()) == sum(1 for f in result.findings if f.vuln_id != silenced) > 0
+
+
+def _pep440_affected(doc: dict[str, Any], version: str) -> tuple[bool, str]:
+    """Whether an OSV record affects ``version`` of its PyPI package, and the smallest fixed version above it,
+    read with `packaging` (PEP 440), not with stockade's matcher."""
+    from packaging.version import Version
+
+    v = Version(version)
+    hit, fixes = False, []
+    for a in doc.get("affected", []):
+        if version in (a.get("versions") or []):
+            hit = True
+        for r in a.get("ranges", []):
+            if r["type"] != "ECOSYSTEM":
+                continue
+            start = None
+            for e in r["events"]:
+                if "introduced" in e:
+                    start = Version(e["introduced"]) if e["introduced"] != "0" else Version("0")
+                elif "fixed" in e:
+                    fixed = Version(e["fixed"])
+                    if v < fixed:
+                        fixes.append(fixed)
+                    if start is not None and start <= v < fixed:
+                        hit = True
+                    start = None
+    return hit, str(min(fixes)) if fixes else ""
+
+
+def test_fixed_version_is_the_smallest_fix_above_the_installed_one(vulndb: VulnDB) -> None:
+    """Django 2.2 against the PyPA advisories: records listing the affected versions explicitly beside several
+    ranges reported no fix at all (so --ignore-unfixed dropped them); each must name the smallest fix above 2.2,
+    computed here from the record with PEP 440 ordering."""
+    from stockade.model import Inventory, Package
+
+    expected: dict[str, str] = {}
+    with tarfile.open(VULN / "westonsteimel+advisory-database-pypa.tar.gz") as tf:
+        for m in tf:
+            if m.isfile() and "/vulns/django/" in m.name and m.name.endswith(".yaml"):
+                doc = yaml.safe_load(tf.extractfile(m))  # type: ignore[arg-type]
+                if doc.get("withdrawn"):  # withdrawn records (duplicates, mistakes) are not findings
+                    continue
+                hit, fix = _pep440_affected(doc, "2.2")
+                if hit:
+                    expected[doc["id"]] = fix
+    assert len(expected) >= 30 and sum(bool(f) for f in expected.values()) >= 30
+    inv = Inventory(source="t", packages=[Package("Django", "2.2", "pypi", location="site-packages/Django")])
+    got = {f.vuln_id: f.fixed_version for f in match(inv, vulndb) if f.vuln_id.startswith("PYSEC-")}
+    assert got == expected
+
+
+def test_a_finding_names_the_feed_that_matched(vulndb: VulnDB) -> None:
+    """Ruby gems are only in RubySec here; findings for rexml, time and uri were labelled with the OVAL feed that
+    first stored the same CVE id."""
+    from stockade.model import Inventory, Package
+
+    inv = Inventory(source="t", packages=[Package(n, v, "gem") for n, v in
+                                          (("rexml", "3.2.5"), ("time", "0.2.0"), ("uri", "0.12.0"))])  # fmt: skip
+    findings = match(inv, vulndb)
+    assert {f.package.name for f in findings} == {"rexml", "time", "uri"}
+    assert any(f.vuln_id.startswith("CVE-") for f in findings)
+    assert {f.source.split("/")[0] for f in findings} == {"rubysec+ruby-advisory-db"}
+
+
+def test_github_advisory_database_layout_and_empty_feeds_warn(tmp_path: Path) -> None:
+    """GitHub's own repository layout (advisories/github-reviewed/YYYY/MM/GHSA-*/GHSA-*.json) is read: as many
+    records as the archive holds GHSA files; an input in no known layout imports nothing and says so."""
+    src = VULN / "github+advisory-database-maven-subset.tar.gz"
+    with tarfile.open(src) as tf:
+        ghsa = [m.name for m in tf if m.isfile() and re.search(r"/GHSA-[^/]+/GHSA-[^/]+\.json$", m.name)]
+    odd = tmp_path / "odd"
+    (odd / "notes").mkdir(parents=True)
+    (odd / "notes" / "readme.txt").write_text("not a feed")
+    rep = build([src, odd], tmp_path / "v.db")
+    assert sum(st.records for st in rep.sources.values()) == len(ghsa) == 21
+    assert rep.warnings == [f"{odd}: 0 records imported: none of its 1 files is in a feed layout stockade reads"]
+    out = subprocess.run([sys.executable, "-m", "stockade.cli.main", "db", "build", str(odd), "--db",
+                          str(tmp_path / "w.db"), "-q"], capture_output=True, text=True)  # fmt: skip
+    assert "0 records imported" in out.stderr
+
+
+def _maven_expected(records: list[dict[str, Any]], group_artifact: str, version: str) -> set[str]:
+    """GHSA ids whose Maven ranges hold ``version``, with Maven's ordering from univers (not stockade's)."""
+    from univers.versions import MavenVersion
+
+    v = MavenVersion(version)
+    out = set()
+    for doc in records:
+        for a in doc.get("affected", []):
+            if a["package"]["ecosystem"] != "Maven" or a["package"]["name"] != group_artifact:
+                continue
+            if version in (a.get("versions") or []):
+                out.add(doc["id"])
+            for r in a.get("ranges", []):
+                start = None
+                for e in r["events"]:
+                    if "introduced" in e:
+                        start = MavenVersion(e["introduced"]) if e["introduced"] != "0" else None
+                        if e["introduced"] == "0":
+                            start = MavenVersion("0")
+                    elif start is not None and "fixed" in e:
+                        if start <= v < MavenVersion(e["fixed"]):
+                            out.add(doc["id"])
+                        start = None
+                    elif start is not None and "last_affected" in e:
+                        if start <= v <= MavenVersion(e["last_affected"]):
+                            out.add(doc["id"])
+                        start = None
+                if start is not None and start <= v:
+                    out.add(doc["id"])
+    return out
+
+
+def test_maven_jars_report_what_the_github_advisories_say(fixtures_dir: Path, tmp_path: Path) -> None:
+    """The jar fixtures (log4j 1.2 nested in a jar, jackson-databind 2.9.10.6 in a war, guava 31.1) against the
+    21 real GHSA records: the ids expected are computed from the records' ranges with univers' MavenVersion."""
+    src = VULN / "github+advisory-database-maven-subset.tar.gz"
+    with tarfile.open(src) as tf:
+        records = [json.load(tf.extractfile(m)) for m in tf if m.isfile() and m.name.endswith(".json")]  # type: ignore[arg-type]
+    build([src], tmp_path / "ghsa.db")
+    db = VulnDB(tmp_path / "ghsa.db")
+    root = tmp_path / "root" / "opt" / "app"
+    root.mkdir(parents=True)
+    for jar in (fixtures_dir / "jars").iterdir():
+        (root / jar.name).write_bytes(jar.read_bytes())
+    inv = catalog_image(str(tmp_path / "root"))
+    findings = match(inv, db)
+    checked = 0
+    for p in inv.packages:
+        if p.ecosystem != "maven":
+            continue
+        want = _maven_expected(records, p.name, p.version)
+        got = {f.vuln_id for f in findings if f.package is p}
+        assert got == want, (p.name, p.version, p.location)
+        checked += bool(want)
+    names = {(p.name, p.version) for p in inv.packages}
+    assert {("log4j:log4j", "1.2.17"), ("com.fasterxml.jackson.core:jackson-databind", "2.9.10.6"),
+            ("com.google.guava:guava", "31.1-jre")} <= names  # fmt: skip
+    assert checked >= 3  # log4j 1.2, jackson-databind and guava each have advisories here

@@ -249,6 +249,8 @@ def db_build(
     t0 = time.perf_counter()
     with input_errors():
         rep = build(sources, dest, None if quiet else (lambda name: err(f"importing {name}")))
+    for w in rep.warnings:  # even with --quiet: a feed read as nothing is a silent gap in every scan
+        err(f"[yellow]warning:[/] {w}")
     if not quiet:
         for st in rep.sources.values():
             err(f"  {st.name}: {st.records} records" + (f", {st.bad} bad (first: {st.errors[0]})" if st.bad else ""))

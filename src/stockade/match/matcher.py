@@ -55,8 +55,7 @@ def _in_range(eco: str, version: str, aff: Affected) -> tuple[bool, str]:
             return False, ""
         return True, lowest_fix(eco, version, aff.safe)
     if version in aff.versions:
-        fixes = [f for _, f, _ in aff.ranges if f]
-        return True, fixes[0] if len(fixes) == 1 else ""
+        return True, _smallest_fix_above(eco, version, aff)
     for introduced, fixed, last in aff.ranges:
         if introduced not in (None, "0") and compare(eco, version, introduced) < 0:
             continue
@@ -70,6 +69,16 @@ def _in_range(eco: str, version: str, aff: Affected) -> tuple[bool, str]:
             continue
         return True, ""  # introduced, never fixed
     return False, ""
+
+
+def _smallest_fix_above(eco: str, version: str, aff: Affected) -> str:
+    """The smallest fixed version of any of the advisory's ranges that is above ``version`` ("" when none is):
+    an advisory listing the affected versions explicitly still says where each branch is fixed."""
+    best = ""
+    for _introduced, fixed, _last in aff.ranges:
+        if fixed and compare(eco, version, fixed) < 0 and (not best or compare(eco, fixed, best) < 0):
+            best = fixed
+    return best
 
 
 def _remediation(p: Package, fixed: str, os_info: OSInfo | None) -> str:
@@ -107,8 +116,11 @@ def _hits(
         except VersionError as exc:
             warnings.append(f"{name} {version}: {vid}: {exc}")
             continue
-        if hit and (vid not in best or (fixed and not best[vid][0])):
-            best[vid] = (fixed, aff)
+        if not hit:
+            continue
+        known = best.get(vid)
+        if known is None or (fixed and (not known[0] or compare(eco, fixed, known[0]) < 0)):
+            best[vid] = (fixed, aff)  # several entries of one advisory: the smallest fix that applies
     if memo is not None:
         memo[key] = best
     return best
@@ -167,7 +179,7 @@ def match_package(
                 cvss_vector=vector,
                 kev=any(db.kev(c) for c in cves),
                 epss=next((e for e in (db.epss(c) for c in cves) if e is not None), None),
-                source=v["source"],
+                source=aff.source or v["source"],  # the feed that matched, not the first to name the id
                 references=v["references"][:5],
                 remediation=_remediation(p, fixed, os_info),
             )

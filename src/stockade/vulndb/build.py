@@ -44,6 +44,7 @@ class SourceStats:
 class BuildReport:
     sources: dict[str, SourceStats] = field(default_factory=dict)
     skipped_files: int = 0
+    warnings: list[str] = field(default_factory=list)  # inputs that gave no records: a layout not recognised
 
     def stats(self, name: str) -> SourceStats:
         return self.sources.setdefault(name, SourceStats(name))
@@ -64,6 +65,8 @@ def _kind(path: str) -> str | None:
         return "ubuntu-oval"
     if re.search(r"(^|/)(redhat|rocky|alma|oracle)/[^/]+\.xml(\.bz2)?$", path):
         return "rpm-oval"
+    if re.search(r"(^|/)advisories/(github-reviewed|unreviewed)/\d{4}/\d{2}/GHSA-[^/]+/GHSA-[^/]+\.json$", path):
+        return "osv-json"  # GitHub's advisory-database repository, as users mirror it (OSV records)
     if path.endswith(".json") and (
         "/data/osv/" in f"/{path}"
         or "/osv-branch/" in f"/{path}"
@@ -186,11 +189,15 @@ def build(inputs: list[Path], dest: Path, progress: Callable[[str], None] | None
             origin = src.name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".tar")
             if progress:
                 progress(origin)
+            files = recognised = 0
+            before = sum(st.records for st in report.sources.values())
             for path, opener, size in _iter_input(src):
+                files += 1
                 kind = _kind(path)
                 if kind is None:
                     report.skipped_files += 1
                     continue
+                recognised += 1
                 stats = report.stats(_source_name(path, origin))
                 if size > MAX_DOCUMENT:
                     stats.fail(path, f"{size} bytes, over the {MAX_DOCUMENT} limit")
@@ -209,6 +216,10 @@ def build(inputs: list[Path], dest: Path, progress: Callable[[str], None] | None
                     EOFError,
                 ) as exc:
                     stats.fail(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            if sum(st.records for st in report.sources.values()) == before:
+                why = (f"none of its {files} files is in a feed layout stockade reads" if not recognised
+                       else f"{recognised} of its {files} files looked like feed files but held no valid record")
+                report.warnings.append(f"{src}: 0 records imported: {why}")  # fmt: skip
         for st in report.sources.values():
             writer.source(st.name, st.records, st.bad, "", st.errors)
         writer.close()

@@ -57,6 +57,7 @@ class Affected:
     # (or there are none) and none of ``safe``; used by RubySec, Packagist and the Node.js WG feed
     vulnerable: list[str] = field(default_factory=list)
     safe: list[str] = field(default_factory=list)
+    source: str = ""  # the feed this range came from (a CVE can be named by several)
 
 
 @dataclass(slots=True)
@@ -181,11 +182,11 @@ class VulnDB:
 
     def affected(self, ecosystem: str, namespace: str, package: str) -> Iterator[tuple[str, Affected]]:
         cur = self.con.execute(
-            "SELECT vuln_id, ranges, versions, severity, vulnerable, safe FROM affected"
+            "SELECT vuln_id, ranges, versions, severity, vulnerable, safe, source FROM affected"
             " WHERE ecosystem=? AND namespace=? AND package=?",
             (ecosystem, namespace, package),
         )
-        for vid, ranges, versions, severity, vulnerable, safe in cur:
+        for vid, ranges, versions, severity, vulnerable, safe, source in cur:
             yield (
                 vid,
                 Affected(
@@ -197,6 +198,7 @@ class VulnDB:
                     severity or "",
                     orjson.loads(vulnerable) if vulnerable else [],
                     orjson.loads(safe) if safe else [],
+                    source or "",
                 ),
             )
 
