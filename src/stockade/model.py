@@ -46,6 +46,9 @@ class Package:
     layer_digest: str = ""  # diff_id of the layer that introduced it
     layer_created_by: str = ""  # the history entry of that layer
     dev: bool = False  # a development-only dependency in a lock file
+    # the OS package whose files these are (python3-urllib3 for Debian's urllib3): matched through its advisories
+    owner: str = ""
+    properties: dict[str, str] = field(default_factory=dict)  # what a cataloger could not decide, said plainly
 
     def key(self) -> tuple[str, str, str, str]:
         """Identity used to de-duplicate and to track packages across layers."""
@@ -53,7 +56,7 @@ class Package:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: v for k, v in d.items() if v not in ("", None, [], False)}
+        return {k: v for k, v in d.items() if v not in ("", None, [], False, {})}
 
 
 @dataclass(slots=True)

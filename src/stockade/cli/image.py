@@ -139,6 +139,11 @@ def scan(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr")] = False,
     lockfiles: Annotated[bool, typer.Option(help="Also read lock files in the image")] = False,
+    match_os_owned: Annotated[
+        bool,
+        typer.Option(help="Also match language packages an OS package owns (Debian's python3-*, ruby-*, node-*) "
+                          "against upstream advisories; by default only their owner's advisories apply"),
+    ] = False,
     record: Annotated[
         Path | None, typer.Option(help="Record the result in this scan store (read by the admission gate)")
     ] = None,
@@ -168,7 +173,7 @@ def scan(
 
         recorders.append(scan_sender(server, token or "", record_as))
     with input_errors():
-        result = scan_image(image, db, platform, lockfiles, ignorefile, vex or [], recorders)
+        result = scan_image(image, db, platform, lockfiles, ignorefile, vex or [], recorders, match_os_owned)
     inv, findings, built = result.inventory, result.findings, result.db_built_at
     age = db_age_days(built)
     if age is not None and age > max_db_age and not quiet:

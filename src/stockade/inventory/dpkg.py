@@ -11,6 +11,7 @@ from stockade.model import Package
 _LICENSE_LINE = re.compile(r"^License:[ \t]*(\S.*)$", re.MULTILINE)
 _COMMON = re.compile(r"/usr/share/common-licenses/([A-Za-z0-9][A-Za-z0-9.+-]*[A-Za-z0-9+])")
 COPYRIGHT_CATALOGER = "dpkg-copyright"
+FILES_CATALOGER = "dpkg-files"
 
 _SOURCE = re.compile(r"^(\S+)(?:\s+\((\S+)\))?$")
 
@@ -83,6 +84,25 @@ class DpkgCataloger(Cataloger):
                 )
             )
         return ParseResult(pkgs)
+
+
+class DpkgFilesCataloger(Cataloger):
+    """The files each Debian package installed (/var/lib/dpkg/info/PACKAGE[:ARCH].list), kept as text: after the
+    layers are merged they tell which OS package owns a language package's files."""
+
+    name = FILES_CATALOGER
+    prefixes = ("var/lib/dpkg/info/",)
+
+    def wants(self, path: str) -> bool:
+        return path.endswith(".list") and path.count("/") == 4
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        return ParseResult(text=text(data[: 16 * 1024**2]))
+
+
+def package_of_list(path: str) -> str:
+    """'var/lib/dpkg/info/libssl3:amd64.list' -> 'libssl3'."""
+    return path.rsplit("/", 1)[1].removesuffix(".list").split(":", 1)[0]
 
 
 class DpkgCopyrightCataloger(Cataloger):

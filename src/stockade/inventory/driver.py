@@ -19,11 +19,20 @@ from stockade.image import open_image as _open_image
 from stockade.inventory.apk import ApkCataloger
 from stockade.inventory.base import Cataloger, ParseError
 from stockade.inventory.dotnet import DotnetCataloger
-from stockade.inventory.dpkg import COPYRIGHT_CATALOGER, DpkgCataloger, DpkgCopyrightCataloger, package_of_copyright
+from stockade.inventory.dpkg import (
+    COPYRIGHT_CATALOGER,
+    FILES_CATALOGER,
+    DpkgCataloger,
+    DpkgCopyrightCataloger,
+    DpkgFilesCataloger,
+    package_of_copyright,
+    package_of_list,
+)
 from stockade.inventory.golang import GoBinaryCataloger, GoModCataloger
 from stockade.inventory.java import JavaArchiveCataloger
 from stockade.inventory.node import NodeLockCataloger, NodePackageCataloger
 from stockade.inventory.osrelease import OSReleaseCataloger, detect_os
+from stockade.inventory.owners import assign_owners, file_owners, maven_coordinates, resolve_maven
 from stockade.inventory.php import ComposerCataloger
 from stockade.inventory.purl import assign_purls
 from stockade.inventory.python import PythonInstalledCataloger, PythonLockCataloger
@@ -33,12 +42,15 @@ from stockade.inventory.rust import CargoLockCataloger, RustBinaryCataloger
 from stockade.model import Inventory, LayerInfo, Package
 
 # Bump when a cataloger's output changes, so that cached layer results are recomputed.
-CATALOG_VERSION = 2
+CATALOG_VERSION = 3
+# symbolic links kept from the layers (the rest are not read): Debian's Maven coordinates of its jars
+LINK_PREFIX = "usr/share/maven-repo/"
 
 ALL_CATALOGERS: tuple[Cataloger, ...] = (
     OSReleaseCataloger(),
     DpkgCataloger(),
     DpkgCopyrightCataloger(),
+    DpkgFilesCataloger(),
     ApkCataloger(),
     RpmCataloger(),
     PythonInstalledCataloger(),
@@ -133,6 +145,7 @@ class LayerResult:
     whiteouts: list[str] = field(default_factory=list)
     opaques: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)  # link path -> target path, under LINK_PREFIX
 
     def dumps(self) -> bytes:
         return orjson.dumps(
@@ -144,6 +157,7 @@ class LayerResult:
                 "whiteouts": self.whiteouts,
                 "opaques": self.opaques,
                 "warnings": self.warnings,
+                "links": self.links,
             }
         )
 
@@ -154,7 +168,7 @@ class LayerResult:
             p: [FileResult(r["c"], [Package(**x) for x in r["p"]], r["t"]) for r in rs]
             for p, rs in doc["files"].items()
         }
-        return cls(files, doc["whiteouts"], doc["opaques"], doc["warnings"])
+        return cls(files, doc["whiteouts"], doc["opaques"], doc["warnings"], doc.get("links", {}))
 
 
 def analyze_entries(entries: Iterator[Entry], dispatcher: Dispatcher, limits: Limits, where: str) -> LayerResult:
@@ -164,6 +178,10 @@ def analyze_entries(entries: Iterator[Entry], dispatcher: Dispatcher, limits: Li
         wo = is_whiteout(entry.path)
         if wo is not None:
             (result.opaques if wo[0] == "opaque" else result.whiteouts).append(wo[1])
+            continue
+        if entry.kind == "symlink" and entry.path.startswith(LINK_PREFIX) and entry.path.endswith(".jar"):
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), entry.linkname))
+            result.links[entry.path] = target.lstrip("/") if entry.linkname.startswith("/") else target
             continue
         if entry.kind != "file":
             continue
@@ -237,16 +255,30 @@ class LayerCache:
                 os.unlink(tmp)
 
 
-def merge_layers(results: list[tuple[LayerInfo, LayerResult]]) -> tuple[list[Package], dict[str, str], list[str]]:
+@dataclass(slots=True)
+class Merged:
+    """The image's file system after every layer: its packages, release files, dpkg file lists and links."""
+
+    packages: list[Package]
+    os_files: dict[str, str]
+    dpkg_lists: dict[str, str]  # package name -> its .list text
+    links: dict[str, str]
+    warnings: list[str]
+
+
+def merge_layers(results: list[tuple[LayerInfo, LayerResult]]) -> Merged:
     """Apply layers in order (whiteouts, opaque dirs, overrides); attribute each package to its layer."""
     state: dict[str, tuple[int, list[FileResult]]] = {}
     first_seen: dict[str, dict[tuple[str, str, str], int]] = {}
+    links: dict[str, str] = {}
     warnings: list[str] = []
 
     def remove(prefix: str, exact: bool) -> None:
         for p in [p for p in state if p.startswith(prefix + "/") or (exact and p == prefix)]:
             del state[p]
             first_seen.pop(p, None)
+        for p in [p for p in links if p.startswith(prefix + "/") or (exact and p == prefix)]:
+            del links[p]
 
     for i, (_, lr) in enumerate(results):
         warnings += lr.warnings
@@ -254,6 +286,11 @@ def merge_layers(results: list[tuple[LayerInfo, LayerResult]]) -> tuple[list[Pac
             remove(d, exact=False)
         for w in lr.whiteouts:
             remove(w, exact=True)
+        for path in lr.files:  # a file replaces a link of the same path, and the other way round
+            links.pop(path, None)
+        for path in lr.links:
+            state.pop(path, None)
+        links.update(lr.links)
         for path, frs in lr.files.items():
             old = first_seen.get(path, {})
             keys = {(p.ecosystem, p.name, p.version) for fr in frs for p in fr.packages}
@@ -262,11 +299,14 @@ def merge_layers(results: list[tuple[LayerInfo, LayerResult]]) -> tuple[list[Pac
 
     packages: list[Package] = []
     os_files: dict[str, str] = {}
+    dpkg_lists: dict[str, str] = {}
     deb_licenses: dict[str, list[str]] = {}
     for path, (_, frs) in sorted(state.items()):
         for fr in frs:
             if fr.cataloger == COPYRIGHT_CATALOGER and fr.text:
                 deb_licenses[package_of_copyright(path)] = fr.text.split("\n")
+            elif fr.cataloger == FILES_CATALOGER and fr.text is not None:
+                dpkg_lists[package_of_list(path)] = fr.text
             elif fr.text is not None:
                 os_files[path] = fr.text
             for p in fr.packages:
@@ -278,7 +318,7 @@ def merge_layers(results: list[tuple[LayerInfo, LayerResult]]) -> tuple[list[Pac
     for p in packages:
         if p.ecosystem == "deb" and not p.licenses:
             p.licenses = deb_licenses.get(p.name, [])
-    return packages, os_files, warnings
+    return Merged(packages, os_files, dpkg_lists, links, warnings)
 
 
 def catalog(
@@ -324,10 +364,14 @@ def catalog(
         results.append((info, lr))
     if progress:
         progress(len(img.layers), len(img.layers), "")
-    packages, os_files, warnings = merge_layers(results)
-    inv.warnings += warnings
+    merged = merge_layers(results)
+    packages = merged.packages
+    inv.warnings += merged.warnings
     distroless = any(p.location.startswith("var/lib/dpkg/status.d/") for p in packages)
-    inv.os = detect_os(os_files, distroless=distroless)
+    inv.os = detect_os(merged.os_files, distroless=distroless)
+    installed = {p.name for p in packages if p.ecosystem == "deb"}
+    assign_owners(packages, file_owners({k: v for k, v in merged.dpkg_lists.items() if k in installed}))
+    resolve_maven(packages, maven_coordinates(merged.links))
     assign_purls(packages, inv.os)
     packages.sort(key=lambda p: (p.ecosystem, p.name.lower(), p.version, p.location))
     inv.packages = packages

@@ -28,9 +28,11 @@ def _props(p: Package) -> list[Any]:
         ("stockade:package:source_version", p.source_version),
         ("stockade:layer:diff_id", p.layer_digest),
         ("stockade:layer:created_by", p.layer_created_by),
+        ("stockade:package:owner", p.owner),
     ):
         if value:
             props.append(Property(name=key, value=value))
+    props += [Property(name=k, value=v) for k, v in sorted(p.properties.items())]
     return props
 
 
@@ -77,8 +79,10 @@ def to_cyclonedx(inv: Inventory) -> bytes:
         bom.register_dependency(image, [os_comp])
     seen: set[str] = set()
     comps = []
+    os_refs: dict[str, Any] = {}
+    owned: list[tuple[str, Any]] = []
     for p in inv.packages:
-        ref = f"{p.purl}#{p.location}"
+        ref = f"{p.purl or p.ecosystem + ':' + p.name + '@' + p.version}#{p.location}"
         if ref in seen:
             continue
         seen.add(ref)
@@ -93,7 +97,19 @@ def to_cyclonedx(inv: Inventory) -> bytes:
         )
         bom.components.add(comp)
         comps.append(comp)
+        if p.ecosystem in OS_ECOSYSTEMS:
+            os_refs.setdefault(p.name, comp)
+        elif p.owner:
+            owned.append((p.owner, comp))
     bom.register_dependency(image, comps)
+    # an OS package that owns a language package's files: the owner depends on it (it ships it), and the owned
+    # component says which package it is through the stockade:package:owner property
+    by_owner: dict[str, list[Any]] = {}
+    for owner, comp in owned:
+        if owner in os_refs:
+            by_owner.setdefault(owner, []).append(comp)
+    for owner, deps in by_owner.items():
+        bom.register_dependency(os_refs[owner], deps)
     return JsonV1Dot6(bom).output_as_string(indent=2).encode()
 
 
@@ -131,8 +147,14 @@ def to_spdx(inv: Inventory) -> bytes:
     )
     doc.packages.append(root)
     doc.relationships.append(Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, "SPDXRef-Image"))
+    os_ids: dict[str, str] = {}
+    owned: list[tuple[str, str]] = []
     for n, p in enumerate(inv.packages):
         sid = _spdx_id(n, p)
+        if p.ecosystem in OS_ECOSYSTEMS:
+            os_ids.setdefault(p.name, sid)
+        elif p.owner:
+            owned.append((p.owner, sid))
         refs = [ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", p.purl)] if p.purl else []
         doc.packages.append(
             SpdxPackage(
@@ -147,6 +169,9 @@ def to_spdx(inv: Inventory) -> bytes:
             )
         )
         doc.relationships.append(Relationship("SPDXRef-Image", RelationshipType.CONTAINS, sid))
+    for owner, sid in owned:  # Debian's python3-urllib3 CONTAINS the urllib3 files it installed
+        if owner in os_ids:
+            doc.relationships.append(Relationship(os_ids[owner], RelationshipType.CONTAINS, sid))
     buf = io.StringIO()
     write_document_to_stream(doc, buf, validate=False)
     return buf.getvalue().encode()

@@ -35,8 +35,9 @@ def purl_for(p: Package, os_info: OSInfo | None) -> str:
             ns, name = name.split("/", 1)
         return PackageURL("npm", ns, name, version).to_string()
     if eco == "maven":
-        if ":" in name:
-            ns, name = name.split(":", 1)
+        if ":" not in name:  # the purl spec requires the groupId: no purl rather than one that claims none
+            return ""
+        ns, name = name.split(":", 1)
         return PackageURL("maven", ns, name, version).to_string()
     if eco in ("golang", "composer"):
         if "/" in name:

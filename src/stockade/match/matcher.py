@@ -187,12 +187,16 @@ def match_package(
     return findings
 
 
-def match(inv: Inventory, db: VulnDB) -> list[Finding]:
-    """Every finding of every package, most severe first."""
+def match(inv: Inventory, db: VulnDB, os_owned: bool = False) -> list[Finding]:
+    """Every finding of every package, most severe first. A language package an OS package owns (Debian's
+    python3-urllib3 files) is matched through its owner's advisories only, as Grype does: distributions backport
+    fixes without changing the upstream version. ``os_owned`` matches those against upstream advisories too."""
     out: list[Finding] = []
     seen: set[tuple[str, str, str, str]] = set()
     memo: dict[tuple[str, ...], _Hits] = {}
     for p in inv.packages:
+        if p.owner and not os_owned:
+            continue
         for f in match_package(db, p, inv.os, inv.warnings, memo):
             key = (f.vuln_id, p.ecosystem, p.name, p.version)
             if key not in seen:

@@ -18,12 +18,12 @@ Recorder = Callable[[ScanResult], None]
 
 def scan_image(image: str, db: Path | None = None, platform: str | None = None, lockfiles: bool = False,
                ignorefile: Path | None = None, vex: Iterable[Path] = (),
-               recorders: Iterable[Recorder] = ()) -> ScanResult:  # fmt: skip
+               recorders: Iterable[Recorder] = (), os_owned: bool = False) -> ScanResult:  # fmt: skip
     """Scan ``image`` (anything ``stockade sbom`` reads) with the database at ``db`` (default: $STOCKADE_DB or
     the user's cache); StockadeError names the input at fault."""
     vdb = VulnDB(db)
     inv = catalog_image(image, platform, lockfiles=lockfiles)
-    findings = match(inv, vdb)
+    findings = match(inv, vdb, os_owned)
     rules = []
     if ignorefile is not None and ignorefile.is_file():
         rules += suppress.load_ignore_file(ignorefile)
