@@ -110,6 +110,7 @@ def containers(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                 if key not in sc and key in pod_sc:
                     sc[key] = pod_sc[key]
             eff["securityContext"] = sc
+            eff["_own"] = _dict(c.get("securityContext"))  # what the container itself sets
             yield kind, eff
 
 

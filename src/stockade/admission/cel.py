@@ -104,6 +104,8 @@ class _Translator:
             return self._inherited(rest, mode, pred)
         if node == "c" and key == "_pod":
             return self.at("variables.podSpec", rest, pred)
+        if node == "c" and key == "_own":  # the container's own securityContext, nothing inherited
+            return f"(has(c.securityContext) && {self.at('c.securityContext', rest, pred)})"
         if key == "_meta" or key == "_pod":
             raise Unsupported("reads the pod template's metadata")
         if _IDENT.match(key):
@@ -139,9 +141,9 @@ class _Translator:
 
     def cond(self, c: dict[str, Any], node: str | _Entry) -> str:
         if "all" in c:
-            return "(" + " && ".join(self.cond(x, node) for x in c["all"]) + ")"
+            return "(" + " && ".join(self.cond(x, node) for x in c["all"]) + ")" if c["all"] else "true"
         if "any" in c:
-            return "(" + " || ".join(self.cond(x, node) for x in c["any"]) + ")"
+            return "(" + " || ".join(self.cond(x, node) for x in c["any"]) + ")" if c["any"] else "false"
         if "not" in c:
             return f"!{self.cond(c['not'], node)}"
         if "some" in c:
@@ -203,7 +205,7 @@ def rule_expression(rule: Rule, version: tuple[int, int]) -> str:
     variant = rule.at(version)
     if variant is None:
         raise Unsupported("does not apply at this Kubernetes version")
-    if not variant.fail:
+    if not variant.fail and variant.pod is None:
         raise Unsupported("computed across objects (RBAC reachability, namespaces without policies)")
     t = _Translator(rule.scope)
     if rule.scope == "resource":
@@ -211,7 +213,10 @@ def rule_expression(rule: Rule, version: tuple[int, int]) -> str:
     skip = t.cond(variant.skip, "variables.podSpec") + " || " if variant.skip else ""
     if rule.scope == "pod":
         return f"{skip}!{t.cond(variant.fail, 'variables.podSpec')}"
-    return f"{skip}!variables.containers.exists(c, {t.cond(variant.fail, 'c')})"
+    parts = [f"variables.containers.exists(c, {t.cond(variant.fail, 'c')})"] if variant.fail is not None else []
+    if variant.pod is not None:
+        parts.append(t.cond(variant.pod, "variables.podSpec"))
+    return f"{skip}!({' || '.join(parts)})"
 
 
 def export_policies(rules: list[Rule], policy: AdmissionPolicy) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:

@@ -6,7 +6,10 @@ A rule's ``fail`` condition is evaluated against one scope:
   resource   the whole object, for the kinds listed in ``kinds``
 
 Conditions are in the language of stockade.rules (rules/conditions.py). A pod-scope node also carries ``_meta``
-(the pod's metadata: labels, annotations); a container node carries ``_pod`` (that pod node).
+(the pod's metadata: labels, annotations); a container node carries ``_pod`` (that pod node) and ``_own`` (the
+securityContext the container sets itself, without what it inherits). A container rule may also have ``pod``, a
+condition on the pod node checked on its own (a finding without a container), for the pod-level fields that
+Pod Security admission judges separately from the containers' (seccomp, SELinux, AppArmor, hostProcess...).
 
 Versions: a rule may apply only from a Kubernetes minor version on (``since: "1.34"``) and may change with the
 version (``versions: [{since: "1.29", fail: ..., skip: ...}]``, the newest entry at or below the target wins;
@@ -63,17 +66,30 @@ def parse_rule(r: Any, where_i: str) -> Rule:
         raise RuleError(f"{w}: scope must be one of {sorted(SCOPES)}, severity one of {sorted(SEVERITIES)}")
     if r["scope"] == "resource" and not r.get("kinds"):
         raise RuleError(f"{w}: a resource rule lists the kinds it applies to")
-    check_condition(r["fail"], f"{w}: fail")
+    if r["fail"] == "none" and r.get("pod") is not None:
+        r = {**r, "fail": None}  # only the pod-level condition judges (e.g. annotations, before fields existed)
+    else:
+        check_condition(r["fail"], f"{w}: fail")
+    if r.get("pod") is not None:
+        if r["scope"] != "container":
+            raise RuleError(f"{w}: 'pod' (a pod-level condition) belongs to container rules")
+        check_condition(r["pod"], f"{w}: pod")
     since = parse_version(r["since"], f"{w}: since") if r.get("since") else (0, 0)
     variants: list[Variant] = []
     for j, v in enumerate(r.get("versions") or []):
         if not isinstance(v, dict) or not v.get("since"):
             raise RuleError(f"{w}: versions[{j}] needs 'since'")
         vfail = v["fail"] if "fail" in v else (variants[-1].fail if variants else r["fail"])
-        check_condition(vfail, f"{w}: versions[{j}].fail")
+        vpod = v["pod"] if "pod" in v else (variants[-1].pod if variants else r.get("pod"))
+        if vfail == "none" and vpod is not None:
+            vfail = None
+        elif vfail is not None or vpod is None:
+            check_condition(vfail, f"{w}: versions[{j}].fail")
+        if vpod is not None:
+            check_condition(vpod, f"{w}: versions[{j}].pod")
         if v.get("skip") is not None:
             check_condition(v["skip"], f"{w}: versions[{j}].skip")
-        variants.append(Variant(parse_version(v["since"], f"{w}: versions[{j}]"), vfail, v.get("skip")))
+        variants.append(Variant(parse_version(v["since"], f"{w}: versions[{j}]"), vfail, v.get("skip"), vpod))
     return Rule(
         id=str(r["id"]),
         title=str(r["title"]),
@@ -89,6 +105,7 @@ def parse_rule(r: Any, where_i: str) -> Rule:
         trivy=str(r.get("trivy", "")),
         since=since,
         versions=variants,
+        pod=r.get("pod"),
     )
 
 
@@ -155,6 +172,8 @@ def evaluate(
             for rule, var in ctr_rules:
                 if var.skips(pod):
                     continue
+                if var.pod_fails(pod):  # the pod's own value, whatever its containers set
+                    out.append(PostureFinding(rule, res))
                 for c in effective:
                     if var.fails(c):
                         out.append(PostureFinding(rule, res, str(c.get("name", ""))))

@@ -15,7 +15,7 @@ SCOPES = {"pod", "container", "resource"}
 SEVERITIES = {"CRITICAL", "HIGH", "MEDIUM", "LOW"}
 # The newest Kubernetes minor version whose Pod Security Standards the rules know.
 LATEST_K8S = (1, 37)
-OLDEST_K8S = (1, 22)  # Pod Security admission's first release; older policy versions are not modelled
+OLDEST_K8S = (1, 0)  # Pod Security policy versions go back to v1.0 (each check says from which version it applies)
 
 
 def parse_version(text: str, where: str = "Kubernetes version") -> tuple[int, int]:
@@ -34,15 +34,28 @@ class Variant:
     """How a rule reads from one Kubernetes version on; its conditions are compiled on first use."""
 
     since: tuple[int, int]
-    fail: dict[str, Any]
+    fail: dict[str, Any] | None  # None: only ``pod`` judges (a container rule whose check is pod-level here)
     skip: dict[str, Any] | None = None
+    # container rules: a condition on the pod's own fields (spec.securityContext...), checked on its own as
+    # Pod Security admission does; a container's value does not hide a violating pod-level one
+    pod: dict[str, Any] | None = None
     _fail_fn: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
     _skip_fn: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
+    _pod_fn: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
 
     def fails(self, node: Any) -> bool:
+        if self.fail is None:
+            return False
         if self._fail_fn is None:
             self._fail_fn = compile_condition(self.fail)
         return self._fail_fn(node)
+
+    def pod_fails(self, pod: Any) -> bool:
+        if self.pod is None:
+            return False
+        if self._pod_fn is None:
+            self._pod_fn = compile_condition(self.pod)
+        return self._pod_fn(pod)
 
     def skips(self, node: Any) -> bool:
         if self.skip is None:
@@ -58,7 +71,7 @@ class Rule:
     title: str
     severity: str
     scope: str
-    fail: dict[str, Any]
+    fail: dict[str, Any] | None
     kinds: list[str] = field(default_factory=list)
     frameworks: dict[str, Any] = field(default_factory=dict)
     rationale: str = ""
@@ -68,6 +81,7 @@ class Rule:
     trivy: str = ""
     since: tuple[int, int] = (0, 0)
     versions: list[Variant] = field(default_factory=list)
+    pod: dict[str, Any] | None = None  # container rules: the pod-level condition of the base variant
     _base: Variant | None = field(default=None, repr=False, compare=False)
 
     def at(self, version: tuple[int, int]) -> Variant | None:
@@ -75,7 +89,7 @@ class Rule:
         if version < self.since:
             return None
         if self._base is None:
-            self._base = Variant(self.since, self.fail)
+            self._base = Variant(self.since, self.fail, pod=self.pod)
         chosen = self._base
         for v in self.versions:
             if v.since <= version and v.since >= chosen.since:
