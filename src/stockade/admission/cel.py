@@ -208,10 +208,10 @@ def rule_expression(rule: Rule, version: tuple[int, int]) -> str:
     if not variant.fail and variant.pod is None:
         raise Unsupported("computed across objects (RBAC reachability, namespaces without policies)")
     t = _Translator(rule.scope)
-    if rule.scope == "resource":
+    if rule.scope == "resource" and variant.fail is not None:
         return f"!{t.cond(variant.fail, 'object')}"
     skip = t.cond(variant.skip, "variables.podSpec") + " || " if variant.skip else ""
-    if rule.scope == "pod":
+    if rule.scope == "pod" and variant.fail is not None:
         return f"{skip}!{t.cond(variant.fail, 'variables.podSpec')}"
     parts = [f"variables.containers.exists(c, {t.cond(variant.fail, 'c')})"] if variant.fail is not None else []
     if variant.pod is not None:
