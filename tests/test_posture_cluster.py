@@ -50,6 +50,7 @@ OBJECTS = {
 
 class Server(ThreadingHTTPServer):
     requests: list[tuple[str, dict[str, list[str]]]]
+    deny_netpol: bool = True
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -66,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(401, {"kind": "Status", "code": 401, "reason": "Unauthorized"})
         if url.path == "/version":  # as EKS reports it
             return self._send(200, {"major": "1", "minor": "28+", "gitVersion": "v1.28.15-eks-7f9249a"})
-        if url.path.endswith("/networkpolicies"):
+        if url.path.endswith("/networkpolicies") and self.server.deny_netpol:
             return self._send(403, {"kind": "Status", "code": 403, "reason": "Forbidden"})
         items = OBJECTS.get(url.path, [])
         limit = int(q.get("limit", ["500"])[0])
@@ -160,3 +161,22 @@ def test_cli_live_cluster(apiserver: Server, tmp_path: Path) -> None:
         timeout=60,
     )
     assert not any(f["rule"] == "STK-PSS-B-013" for f in json.loads(newer.stdout)["findings"])
+
+
+def test_live_namespace_recommendations_conclude_nothing_from_what_could_not_be_listed(
+    apiserver: Server, tmp_path: Path
+) -> None:
+    """NetworkPolicies answered 403: no "namespace has no NetworkPolicy" (it may have one); listed and empty:
+    the recommendation, naming the namespace's pods. The cluster's 1.28 ended on 2024-10-22 (kubernetes.io)."""
+    from stockade.posture.assess import assess
+
+    kc = _kubeconfig(tmp_path, f"http://127.0.0.1:{apiserver.server_address[1]}", TOKEN)
+    denied = assess(kubeconfig=kc)
+    assert any("networkpolicies (HTTP 403)" in w for w in denied.warnings)
+    assert not [f for f in denied.findings if f.rule.id == "STK-NET-001"]
+    eol = [f for f in denied.findings if f.rule.id == "STK-K8S-001"]
+    assert len(eol) == 1 and eol[0].resource.raw["endOfLife"] == "2024-10-22"
+    apiserver.deny_netpol = False
+    listed = assess(kubeconfig=kc)
+    nonet = [f.to_dict() for f in listed.findings if f.rule.id == "STK-NET-001"]
+    assert [(f["name"], f["objects"]) for f in nonet] == [("shop", [f"Pod/shop/web-{i}" for i in range(5)])]

@@ -148,10 +148,10 @@ class Reviewer:
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self.policy = policy
-        self.rules = load_rules(policy.extra_rules)
+        self.exceptions = Exceptions.load(policy.exceptions) if policy.exceptions else Exceptions()
+        self.rules = load_rules(policy.extra_rules, self.exceptions.parameters)
         v = parse_version(policy.k8s_version, "kubernetesVersion")
         self.version = min(max(v, OLDEST_K8S), LATEST_K8S)
-        self.exceptions = Exceptions.load(policy.exceptions) if policy.exceptions else Exceptions()
         g = policy.image_gate
         self.scans = ScanStore(g.store, ttl=g.cache_ttl) if g.store is not None and g.mode != "off" else None
         self._log_lock = threading.Lock()

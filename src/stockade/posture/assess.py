@@ -12,6 +12,7 @@ from stockade.posture.engine import evaluate, load_rules
 from stockade.posture.exceptions import Exceptions
 from stockade.posture.resources import load
 from stockade.posture.rule import LATEST_K8S, OLDEST_K8S, PostureFinding, Rule, parse_version
+from stockade.rules import RuleError
 
 
 @dataclass(slots=True)
@@ -35,19 +36,29 @@ def assess(paths: list[Path] | None = None, kubeconfig: Path | None = None, cont
     """Assess the objects of ``paths`` and, with ``live`` (or a kubeconfig or context), of the cluster; the rules
     read as at ``k8s_version`` (default: the cluster's, else the newest known)."""
     version = parse_version(k8s_version, "--k8s-version") if k8s_version else None
-    rule_set = load_rules(rules)
+    exc = Exceptions.load(exceptions) if exceptions else Exceptions()
+    try:
+        rule_set = load_rules(rules, exc.parameters)
+    except RuleError as e:
+        raise RuleError(f"{exceptions}: {e}" if exceptions and "parameter" in str(e) else str(e)) from None
     resources, warnings = load(paths) if paths else ([], [])
+    unlisted: frozenset[str] = frozenset()
     if live or kubeconfig is not None or context is not None:
-        from stockade.posture.cluster import fetch
+        from stockade.posture.cluster import fetch, unlisted_kinds
+        from stockade.posture.releases import cluster_resource
 
         found, live_warnings, server_version = fetch(kubeconfig, context)
         resources += found
         warnings += live_warnings
+        unlisted = unlisted_kinds(live_warnings)
+        if server_version:
+            cluster = cluster_resource(server_version)
+            resources += [cluster] if cluster else []
         if version is None and server_version:
             version = parse_version(server_version, "the cluster's /version")
-    exc = Exceptions.load(exceptions) if exceptions else Exceptions()
     version = min(max(version or LATEST_K8S, OLDEST_K8S), LATEST_K8S)
     wanted = severities or {"CRITICAL", "HIGH", "MEDIUM", "LOW"}
-    findings = [f for f in evaluate(rule_set, resources, version=version) if f.rule.severity in wanted]
+    findings = [f for f in evaluate(rule_set, resources, version=version, unlisted=unlisted)
+                if f.rule.severity in wanted]  # fmt: skip
     excepted = {id(f): reason for f in findings if (reason := exc.reason(f))}
     return Assessment(rule_set, resources, findings, excepted, warnings, version)

@@ -4,6 +4,7 @@ kubernetes client: list calls only, paged with limit/continue."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,22 @@ RESOURCES = [
     ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding"),
     ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+    ("networking.k8s.io", "v1", "ingresses", "Ingress"),
+    ("", "v1", "services", "Service"),
+    ("", "v1", "resourcequotas", "ResourceQuota"),
+    ("", "v1", "limitranges", "LimitRange"),
 ]
+KIND_OF = {plural: kind for _g, _v, plural, kind in RESOURCES}
+
+
+def unlisted_kinds(warnings: list[str]) -> frozenset[str]:
+    """The kinds fetch could not list, from its warnings ("cannot list networkpolicies (HTTP 403)")."""
+    out = set()
+    for w in warnings:
+        m = re.search(r"cannot list (\w+) \(HTTP", w)
+        if m and m.group(1) in KIND_OF:
+            out.add(KIND_OF[m.group(1)])
+    return frozenset(out)
 
 
 class ClusterError(StockadeError):

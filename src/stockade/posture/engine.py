@@ -42,7 +42,10 @@ __all__ = ["LATEST_K8S", "OLDEST_K8S", "PostureFinding", "Rule", "evaluate", "lo
            "parse_version"]  # fmt: skip
 
 
-def parse_rules(doc: Any, where: Source | str) -> list[Rule]:
+Params = dict[str, dict[str, Any]]  # rule id -> parameter name -> value
+
+
+def parse_rules(doc: Any, where: Source | str, params: Params | None = None) -> list[Rule]:
     """The rules of one posture rule file; errors name the file and the rule's line."""
     src = as_source(where)
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
@@ -50,15 +53,53 @@ def parse_rules(doc: Any, where: Source | str) -> list[Rule]:
     out = []
     for i, where_i, r in each_rule(doc, src):
         with src.at("rules", i):
-            out.append(parse_rule(r, where_i))
+            rid = str(r.get("id", "")) if isinstance(r, dict) else ""
+            out.append(parse_rule(r, where_i, (params or {}).get(rid)))
     return out
 
 
-def parse_rule(r: Any, where_i: str) -> Rule:
-    """One posture rule, checked."""
+def _substitute(node: Any, values: dict[str, Any], used: set[str], w: str) -> Any:
+    """``node`` with every ``{param: NAME}`` (optionally ``prefix: TEXT`` for each element of a list) replaced by
+    the parameter's value."""
+    if isinstance(node, dict):
+        if set(node) <= {"param", "prefix"} and "param" in node:
+            name = str(node["param"])
+            if name not in values:
+                raise RuleError(f"{w}: condition uses parameter {name!r}, which the rule's 'params' does not declare")
+            used.add(name)
+            value = values[name]
+            if "prefix" in node and isinstance(value, list):
+                return [f"{node['prefix']}{v}" for v in value]
+            return value
+        return {k: _substitute(v, values, used, w) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, values, used, w) for v in node]
+    return node
+
+
+def _with_params(r: dict[str, Any], overrides: dict[str, Any] | None, w: str) -> tuple[dict[str, Any], str]:
+    """The rule with its parameters filled in (its defaults, replaced by ``overrides``), and why it is off ("" when
+    it is on): a parameter whose value is null turns its rule off until one is given."""
+    declared = r.get("params") or {}
+    if not isinstance(declared, dict):
+        raise RuleError(f"{w}: 'params' is a mapping of parameter names to default values")
+    unknown = set(overrides or {}) - set(declared)
+    if unknown:
+        raise RuleError(f"{w}: no parameter {', '.join(sorted(unknown))} (the rule has: "
+                        f"{', '.join(sorted(declared)) or 'none'})")  # fmt: skip
+    values = {**declared, **(overrides or {})}
+    used: set[str] = set()
+    out = {k: (_substitute(v, values, used, w) if k in ("fail", "pod", "versions") else v) for k, v in r.items()}
+    unset = sorted(n for n in used if values[n] is None)
+    return out, (f"set parameter {', '.join(unset)} to turn it on" if unset else "")
+
+
+def parse_rule(r: Any, where_i: str, params: dict[str, Any] | None = None) -> Rule:
+    """One posture rule, checked, with its parameters (``params`` overrides the rule's defaults)."""
     w = where_i
     if not isinstance(r, dict):
         raise RuleError(f"{w}: not a mapping")
+    r, off = _with_params(r, params, w)
     missing = [k for k in ("id", "title", "severity", "scope", "fail", "remediation") if not r.get(k)]
     if missing:
         raise RuleError(f"{w}: missing {', '.join(missing)}")
@@ -68,12 +109,13 @@ def parse_rule(r: Any, where_i: str) -> Rule:
         raise RuleError(f"{w}: a resource rule lists the kinds it applies to")
     if r["fail"] == "none" and r.get("pod") is not None:
         r = {**r, "fail": None}  # only the pod-level condition judges (e.g. annotations, before fields existed)
-    else:
+    elif not off:
         check_condition(r["fail"], f"{w}: fail")
     if r.get("pod") is not None:
         if r["scope"] != "container":
             raise RuleError(f"{w}: 'pod' (a pod-level condition) belongs to container rules")
-        check_condition(r["pod"], f"{w}: pod")
+        if not off:
+            check_condition(r["pod"], f"{w}: pod")
     since = parse_version(r["since"], f"{w}: since") if r.get("since") else (0, 0)
     variants: list[Variant] = []
     for j, v in enumerate(r.get("versions") or []):
@@ -83,9 +125,9 @@ def parse_rule(r: Any, where_i: str) -> Rule:
         vpod = v["pod"] if "pod" in v else (variants[-1].pod if variants else r.get("pod"))
         if vfail == "none" and vpod is not None:
             vfail = None
-        elif vfail is not None or vpod is None:
+        elif (vfail is not None or vpod is None) and not off:
             check_condition(vfail, f"{w}: versions[{j}].fail")
-        if vpod is not None:
+        if vpod is not None and not off:
             check_condition(vpod, f"{w}: versions[{j}].pod")
         if v.get("skip") is not None:
             check_condition(v["skip"], f"{w}: versions[{j}].skip")
@@ -106,6 +148,7 @@ def parse_rule(r: Any, where_i: str) -> Rule:
         since=since,
         versions=variants,
         pod=r.get("pod"),
+        off=off,
     )
 
 
@@ -121,9 +164,10 @@ def check(src: Source, report: CheckReport) -> None:
     check_rules(doc, src, parse_rule, report)
 
 
-def load_rules(extra: list[Path] | None = None) -> list[Rule]:
+def load_rules(extra: list[Path] | None = None, params: Params | None = None) -> list[Rule]:
     """The built-in rule files (stockade/posture/rules/*.yaml), plus any given; ids are unique within the
-    built-in set, and a rule in an extra file replaces the built-in rule of the same id."""
+    built-in set, and a rule in an extra file replaces the built-in rule of the same id. ``params`` sets rule
+    parameters (allow-lists) by rule id, as the exceptions file's ``parameters`` section does."""
     sources = read_sources("stockade.posture", extra)
     builtin = sources[: len(sources) - len(extra or [])]
     added = sources[len(builtin) :]
@@ -131,7 +175,7 @@ def load_rules(extra: list[Path] | None = None) -> list[Rule]:
     def parse_all(sources: list[Source]) -> list[Rule]:
         out: list[Rule] = []
         for src in sources:
-            out += parse_rules(src.load(), src)
+            out += parse_rules(src.load(), src, params)
         ids = [r.id for r in out]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
@@ -140,14 +184,20 @@ def load_rules(extra: list[Path] | None = None) -> list[Rule]:
 
     rules = parse_all(builtin)
     replacing = {r.id: r for r in parse_all(added)}
-    return [replacing.pop(r.id, r) for r in rules] + list(replacing.values())
+    out = [replacing.pop(r.id, r) for r in rules] + list(replacing.values())
+    known = {r.id for r in out}
+    stray = sorted(set(params or {}) - known)
+    if stray:
+        raise RuleError(f"parameters for unknown rule(s): {', '.join(stray)}")
+    return out
 
 
 def evaluate(
-    rules: list[Rule], resources: list[Resource], cross: bool = True, version: tuple[int, int] = LATEST_K8S
+    rules: list[Rule], resources: list[Resource], cross: bool = True, version: tuple[int, int] = LATEST_K8S,
+    unlisted: frozenset[str] = frozenset(),
 ) -> list[PostureFinding]:
     """Every rule over every object, as the rules read at Kubernetes ``version``; with ``cross``, also the
-    checks across objects (posture/graph.py)."""
+    checks across objects (posture/graph.py), which conclude nothing from the absence of ``unlisted`` kinds."""
     active = [(r, v) for r in rules if (v := r.at(version)) is not None]
     pod_rules = [(r, v) for r, v in active if r.scope == "pod"]
     ctr_rules = [(r, v) for r, v in active if r.scope == "container"]
@@ -178,5 +228,5 @@ def evaluate(
                     if var.fails(c):
                         out.append(PostureFinding(rule, res, str(c.get("name", ""))))
     if cross:
-        out += analyze(resources)
+        out += analyze(resources, unlisted)
     return out

@@ -10,6 +10,10 @@ From a YAML file:
         reason: needs host metrics
         expires: 2027-06-30          # optional
 or on the object: metadata.annotations["stockade.dev/exempt"] = "STK-PSS-R-003,STK-WL-002"
+
+The same file sets rule parameters (allow-lists), by rule id:
+    parameters:
+      STK-NET-004: {allowed_ports: [8080, 8443]}
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Exception_:
 @dataclass(slots=True)
 class Exceptions:
     items: list[Exception_] = field(default_factory=list)
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule id -> parameter -> value
 
     @classmethod
     def load(cls, path: Path) -> Exceptions:
@@ -85,7 +90,11 @@ class Exceptions:
                     expires=exp,
                 )
             )
-        return cls(items)
+        params = (doc or {}).get("parameters") or {}
+        if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+            raise StockadeError(f"{path}: 'parameters' maps rule ids to their parameters ({{STK-NET-004: "
+                                "{allowed_ports: [443]}}})")  # fmt: skip
+        return cls(items, {str(k): dict(v) for k, v in params.items()})
 
     def reason(self, f: PostureFinding, today: date | None = None) -> str:
         """Why the finding is excepted, or ""."""

@@ -125,7 +125,9 @@ def admin_subjects(resources: list[Resource]) -> dict[Subject, list[Resource]]:
     return out
 
 
-def analyze(resources: list[Resource]) -> list[PostureFinding]:
+def analyze(resources: list[Resource], unlisted: frozenset[str] = frozenset()) -> list[PostureFinding]:
+    """The checks across objects. ``unlisted``: kinds that could not be read (a live cluster answering 403):
+    nothing is concluded from their absence."""
     findings: list[PostureFinding] = []
     admins = admin_subjects(resources)
     seen_bindings: set[int] = set()
@@ -142,11 +144,19 @@ def analyze(resources: list[Resource]) -> list[PostureFinding]:
         ns = r.namespace or "default"
         if (ns, sa) in admin_sas or {"system:serviceaccounts", f"system:serviceaccounts:{ns}"} & all_sa_groups:
             findings.append(PostureFinding(WORKLOAD_ADMIN_SA, r, f"serviceAccount {sa}"))
-    with_workloads = {r.namespace or "default" for r, _ in workloads}
-    with_policy = {r.namespace or "default" for r in resources if r.kind == "NetworkPolicy"}
-    for ns in sorted(with_workloads - with_policy):
-        findings.append(PostureFinding(NO_NETPOL, Resource("Namespace", "v1", ns, "", {}, source="(derived)")))
-    with_quota = {r.namespace or "default" for r in resources if r.kind in ("ResourceQuota", "LimitRange")}
-    for ns in sorted(with_workloads - with_quota):
-        findings.append(PostureFinding(NO_QUOTA, Resource("Namespace", "v1", ns, "", {}, source="(derived)")))
+    by_ns: dict[str, list[str]] = defaultdict(list)
+    for r, _ in workloads:
+        by_ns[r.namespace or "default"].append(r.ref)
+
+    def namespace(ns: str) -> Resource:  # the finding's object, with the workloads it leaves exposed
+        return Resource("Namespace", "v1", ns, "", {"workloads": sorted(by_ns[ns])}, source="(derived)")
+
+    if "NetworkPolicy" not in unlisted:
+        with_policy = {r.namespace or "default" for r in resources if r.kind == "NetworkPolicy"}
+        for ns in sorted(set(by_ns) - with_policy):
+            findings.append(PostureFinding(NO_NETPOL, namespace(ns)))
+    if not {"ResourceQuota", "LimitRange"} & unlisted:
+        with_quota = {r.namespace or "default" for r in resources if r.kind in ("ResourceQuota", "LimitRange")}
+        for ns in sorted(set(by_ns) - with_quota):
+            findings.append(PostureFinding(NO_QUOTA, namespace(ns)))
     return findings

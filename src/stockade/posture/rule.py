@@ -82,11 +82,12 @@ class Rule:
     since: tuple[int, int] = (0, 0)
     versions: list[Variant] = field(default_factory=list)
     pod: dict[str, Any] | None = None  # container rules: the pod-level condition of the base variant
+    off: str = ""  # why the rule is not evaluated (a parameter it needs is not set), "" when it is
     _base: Variant | None = field(default=None, repr=False, compare=False)
 
     def at(self, version: tuple[int, int]) -> Variant | None:
-        """The rule as it reads at ``version``; None when it does not exist yet."""
-        if version < self.since:
+        """The rule as it reads at ``version``; None when it does not exist yet (or is off)."""
+        if version < self.since or self.off:
             return None
         if self._base is None:
             self._base = Variant(self.since, self.fail, pod=self.pod)
@@ -118,4 +119,6 @@ class PostureFinding:
             "fields": r.fields,
             "remediation": r.remediation,
             "patch": r.patch,
-        }
+            **({"objects": self.resource.raw["workloads"]} if self.resource.source == "(derived)"
+               and isinstance(self.resource.raw.get("workloads"), list) else {}),
+        }  # fmt: skip

@@ -17,7 +17,8 @@ log = logging.getLogger("stockade.agent")
 
 # app.kubernetes.io/name of the workloads stockade installs (sensor/manifests.py, admission/manifests.py, the chart)
 COMPONENT_NAMES = {"stockade-sensor": "sensor", "stockade-admission": "admission", "stockade-audit": "audit"}
-REC_FIELDS = ("rule", "title", "severity", "frameworks", "kind", "namespace", "name", "container", "remediation")
+REC_FIELDS = ("rule", "title", "severity", "frameworks", "kind", "namespace", "name", "container", "remediation",
+              "objects")  # fmt: skip
 OWNER_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "ReplicationController")
 
 
@@ -95,16 +96,22 @@ def installed_components(resources: list[Resource]) -> dict[str, bool]:
 
 
 def snapshot(
-    resources: list[Resource], server_version: str | None, version: tuple[int, int] | None = None
+    resources: list[Resource], server_version: str | None, version: tuple[int, int] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Everything the agent reports about the cluster, from its objects."""
+    """Everything the agent reports about the cluster, from its objects (and the read's ``warnings``: kinds it could
+    not list are not judged absent)."""
     from stockade.posture import LATEST_K8S, OLDEST_K8S, evaluate, load_rules, parse_version, report
+    from stockade.posture.cluster import unlisted_kinds
+    from stockade.posture.releases import cluster_resource
 
     if version is None:
         version = parse_version(server_version, "the cluster's /version") if server_version else LATEST_K8S
     version = min(max(version, OLDEST_K8S), LATEST_K8S)
     rules = load_rules()
-    findings = evaluate(rules, resources, version=version)
+    cluster = cluster_resource(server_version) if server_version else None
+    judged = [*resources, cluster] if cluster else resources
+    findings = evaluate(rules, judged, version=version, unlisted=unlisted_kinds(warnings or []))
     comp = report.compliance(rules, resources, findings)["frameworks"]
     ctrs = running_containers(resources)
     return {
@@ -131,7 +138,7 @@ def run(
         resources, warnings, server_version = read()
         for w in warnings:
             log.warning("%s", w)
-        snap = snapshot(resources, server_version)
+        snap = snapshot(resources, server_version, warnings=warnings)
         send(snap)
         sent += 1
         log.info(

@@ -145,6 +145,7 @@ recommendations = Table(
     Column("remediation", Text, nullable=False, default=""),
     Column("frameworks", JSON, nullable=False, default=dict),
     Column("seen_at", Float, nullable=False),
+    Column("objects", JSON),  # what a namespace-level finding leaves exposed (its workloads)
     Index("ix_recommendations_cluster", "cluster_id"),
 )
 

@@ -97,6 +97,7 @@ def recommendations(
                 "namespace": d["namespace"],
                 "name": d["name"],
                 "container": d["container"],
+                **({"objects": d["objects"]} if d.get("objects") else {}),
                 **({"excepted": exc["reason"]} if exc else {}),
             }
         )

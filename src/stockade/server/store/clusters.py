@@ -185,6 +185,8 @@ class ClustersStore(StoreBase):
                     "remediation": clip_text(r, "remediation", 4000),
                     "frameworks": r.get("frameworks") if isinstance(r.get("frameworks"), dict) else {},
                     "seen_at": now,
+                    "objects": [str(o)[:300] for o in r["objects"][:1000]] if isinstance(r.get("objects"), list)
+                    else None,
                 }
             )
         bulk_insert(con, t.recommendations, rec_rows)

@@ -87,6 +87,7 @@ class ContainerIn(_In):
 class RecommendationIn(_In):
     rule: Annotated[str, Field(min_length=1)]
     frameworks: Shallow = None
+    objects: Annotated[list[Scalar], Field(max_length=10_000)] | None = None
 
 
 class ControlIn(_In):
