@@ -89,3 +89,18 @@ def test_logs_deleted() -> None:  # K8S.NODE_SystemLogRemoval
                   _falco("unlink", "logrotate", {"fd.name": "/var/log/syslog.1"}),
                   _falco("unlink", "cp", {"fd.name": "/tmp/build.log"}))  # fmt: skip
     assert [c for r, c in got if r == "STK-RT-017"] == ["rm"]
+
+
+def test_limits_and_probes_only_where_the_api_allows_them() -> None:
+    """Ephemeral containers cannot have resources or probes, init containers no liveness probe unless they are
+    sidecars (restartPolicy Always): STK-WL-003/004/009 flagged them all. The app container and the sidecar
+    without what they need are still flagged."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"}, "spec": {
+        "initContainers": [{"name": "migrate", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+                           {"name": "proxy", "image": "s", "restartPolicy": "Always"}],
+        "containers": [{"name": "app", "image": "a"}],
+        "ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}}  # fmt: skip
+    found = evaluate(load_rules(), [to_resource(pod)], cross=False)
+    got = {(f.rule.id, f.container) for f in found if f.rule.id in ("STK-WL-003", "STK-WL-004", "STK-WL-009")}
+    assert got == {("STK-WL-003", "app"), ("STK-WL-004", "app"), ("STK-WL-009", "app"),
+                   ("STK-WL-003", "proxy"), ("STK-WL-004", "proxy"), ("STK-WL-009", "proxy")}  # fmt: skip

@@ -111,6 +111,7 @@ def containers(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                     sc[key] = pod_sc[key]
             eff["securityContext"] = sc
             eff["_own"] = _dict(c.get("securityContext"))  # what the container itself sets
+            eff["_kind"] = kind  # initContainers, containers or ephemeralContainers
             yield kind, eff
 
 

@@ -108,6 +108,8 @@ class _Translator:
             return f"(has(c.securityContext) && {self.at('c.securityContext', rest, pred)})"
         if key == "_meta" or key == "_pod":
             raise Unsupported("reads the pod template's metadata")
+        if key == "_kind":  # the containers variable joins the three lists
+            raise Unsupported("tells app, init and ephemeral containers apart")
         if _IDENT.match(key):
             present, child = f"has({node}.{key})", f"{node}.{key}"
         else:

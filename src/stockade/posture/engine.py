@@ -7,7 +7,8 @@ A rule's ``fail`` condition is evaluated against one scope:
 
 Conditions are in the language of stockade.rules (rules/conditions.py). A pod-scope node also carries ``_meta``
 (the pod's metadata: labels, annotations); a container node carries ``_pod`` (that pod node) and ``_own`` (the
-securityContext the container sets itself, without what it inherits). A container rule may also have ``pod``, a
+securityContext the container sets itself, without what it inherits) and ``_kind`` (containers, initContainers or
+ephemeralContainers). A container rule may also have ``pod``, a
 condition on the pod node checked on its own (a finding without a container), for the pod-level fields that
 Pod Security admission judges separately from the containers' (seccomp, SELinux, AppArmor, hostProcess...).
 
