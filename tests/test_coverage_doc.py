@@ -18,7 +18,8 @@ TEST_FILE = re.compile(r"`(tests/test_\w+\.py)`")
 def _rows() -> list[list[str]]:
     rows = []
     for line in (ROOT / "docs" / "coverage.md").read_text().splitlines():
-        if line.startswith("| ") and not line.startswith(("| #", "| Set")) and RID.search(line) or " | covered | " in line:
+        table_row = line.startswith("| ") and not line.startswith(("| #", "| Set"))
+        if table_row and (RID.search(line) or " | covered | " in line):
             rows.append(line)
     return [[c.strip() for c in r.strip("|").split(" | ")] for r in rows]
 
