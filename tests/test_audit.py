@@ -7,8 +7,10 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -129,7 +131,7 @@ def _event(verb: str, resource: str, user: str = "mallory@example.com", ns: str 
         "kind": "Event",
         "apiVersion": "audit.k8s.io/v1",
         "level": "RequestResponse",
-        "auditID": f"id-{verb}-{resource}-{ts}",
+        "auditID": str(uuid.uuid4()),
         "stage": "ResponseComplete",
         "requestURI": f"/api/v1/namespaces/{ns}/{resource}/{name}",
         "verb": verb,
@@ -278,10 +280,11 @@ def _alerts(d: Detector) -> list[dict[str, Any]]:
 
 
 def _mixed(traces: Path, tmp_path: Path) -> Path:
-    """Every trace in one log, twice over (bursts and repeats)."""
+    """Every trace in one log, twice over (bursts and repeats): the second time as new requests (auditIDs
+    changed), since a request logged twice is judged once."""
     log = tmp_path / "mixed.log"
     data = b"".join(p.read_bytes().rstrip(b"\n") + b"\n" for p in sorted(traces.glob("*.json")))
-    log.write_bytes(data * 2)
+    log.write_bytes(data + re.sub(rb'"auditID":"([0-9a-f-]+)"', rb'"auditID":"\1-again"', data))
     return log
 
 
@@ -419,7 +422,7 @@ def test_a_huge_line_is_skipped_in_bounded_memory(traces: Path, tmp_path: Path) 
     with log.open("wb") as fh:
         fh.write(good)
         fh.write(b'{"kind": "Event", "junk": "' + b"x" * (100 << 20))  # 100 MiB without a line end
-        fh.write(b'"}\n' + good)
+        fh.write(b'"}\n' + re.sub(rb'"auditID":"([^"]+)"', rb'"auditID":"\1-2"', good))  # another request
     for lazy in (False, True):
         st, d = Stats(), Detector(load())
         tracemalloc.start()
@@ -666,7 +669,11 @@ def test_the_engine_function_audit_scan_calls(traces: Path, tmp_path: Path) -> N
 
     from stockade.audit.stream import scan
 
-    paths = [traces / f"{t}.json" for t in sorted(DETECT)] + [traces / f"{t}.json" for t in sorted(BENIGN)]
+    paths = []
+    for t in [*sorted(DETECT), *sorted(BENIGN)]:  # Falco's traces reuse auditIDs across files: one id per file here
+        paths.append(tmp_path / f"{t}.json")
+        data = (traces / f"{t}.json").read_bytes()
+        paths[-1].write_bytes(re.sub(rb'"auditID":"([^"]+)"', rb'"auditID":"\1-' + t.encode() + rb'"', data))
     out = io.BytesIO()
     detector, stats, sent = scan(paths, out=out)
     assert sent is None and stats.events > len(paths) - 1

@@ -16,6 +16,7 @@ from stockade.model import Alert
 from stockade.rules import Bursts, render
 
 EVIDENCE = 3  # events kept per alert
+REQUESTS = 100_000  # auditIDs remembered (two generations of this many) so that a request is judged once
 
 
 def _epoch(ts: str) -> float:
@@ -76,13 +77,31 @@ class Detector:
         self.raised = 0  # alerts raised (kept or not)
         self.hits = 0  # (rule, event) matches: the alerts' counts added up
         self.events = 0
+        self.unjudged = 0  # events not judged: RequestReceived stages, later stages of a request already judged
+        self._judged: set[str] = set()  # auditIDs judged (this generation and the last)
+        self._judged_old: set[str] = set()
         # for lazy parsing (audit/events.py parse_stream): what the rules that can match an event read of the
         # parts its parse may defer
         self.wants: Wants = self.index.wants
 
     def process(self, ev: dict[str, Any]) -> list[Alert]:
-        """New alerts for this event (a repeat within the window only raises the existing alert's count)."""
+        """New alerts for this event (a repeat within the window only raises the existing alert's count).
+
+        One request is judged once, on the first stage that carries its outcome: RequestReceived has no
+        authorization decision yet and is skipped; a long-running request (watch, exec, attach, port-forward)
+        is judged at ResponseStarted and its ResponseComplete skipped, as are repeats of an auditID."""
         self.events += 1
+        if ev.get("stage") == "RequestReceived":
+            self.unjudged += 1
+            return []
+        aid = ev.get("auditID")
+        if isinstance(aid, str) and aid:
+            if aid in self._judged or aid in self._judged_old:
+                self.unjudged += 1
+                return []
+            self._judged.add(aid)
+            if len(self._judged) >= REQUESTS:
+                self._judged_old, self._judged = self._judged, set()
         group = self.index.group(ev["verb"], ev["_resource"])
         if group is None:
             return []

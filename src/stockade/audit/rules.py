@@ -76,7 +76,7 @@ def load(extra: list[Path] | None = None) -> list[AuditRule]:
 
 
 # derived fields (audit/events.py enrich) and the fields they come from
-DERIVED = {"_resource": "objectRef", "_podspec": "requestObject", "_containers": "requestObject"}
+DERIVED = {"_resource": "objectRef", "_path": "requestURI", "_podspec": "requestObject", "_containers": "requestObject"}
 
 
 def wants_of(rules: list[AuditRule]) -> frozenset[str] | None:

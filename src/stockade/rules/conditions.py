@@ -7,13 +7,15 @@ dots is quoted (metadata.labels."pod-security.kubernetes.io/enforce"). A path th
 when any of them does.
 OP: eq, ne, in, not_in, exists, absent, truthy, falsy, startswith, endswith, contains, icontains
 (case-insensitive substring), matches, glob (shell pattern, or any of a list), gt, lt, not_subset (a list with
-an element outside ``value``), missing_any (a list lacking one of ``value``), and over lists backed by data files
-(rules/lists.py): in_cidr, domain_in, contains_any.
+an element outside ``value``), missing_any (a list lacking one of ``value``), path_under (a file path, normalised,
+that is one of the directories in ``value`` or below one: /home/admin is under /home, /homework is not; "/" is
+only itself), and over lists backed by data files (rules/lists.py): in_cidr, domain_in, contains_any.
 """
 
 from __future__ import annotations
 
 import functools
+import posixpath
 import re
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +29,7 @@ from stockade.rules.paths import root_paths, scalar_prefix, split_path
 OPS = frozenset({
     "eq", "ne", "in", "not_in", "exists", "absent", "truthy", "falsy", "startswith", "endswith", "contains",
     "matches", "gt", "lt", "not_subset", "missing_any", "glob", "icontains", "in_cidr", "domain_in", "contains_any",
+    "path_under",
 })  # fmt: skip
 LIST_OPS = {"in_cidr": "cidr", "domain_in": "domain", "contains_any": "string"}  # op -> the kind of list it takes
 
@@ -91,7 +94,25 @@ def _test(op: str, v: Any, want: Any) -> bool:
         return isinstance(v, list) and any(x not in want for x in v)
     if op == "missing_any":
         return not isinstance(v, list) or any(w not in v for w in want)
+    if op == "path_under":
+        return isinstance(v, str) and _under(v, want)
     raise RuleError(f"unknown op {op}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _dirs(want: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The exact paths and the directory prefixes (with their slash) of a path_under list."""
+    norm = [posixpath.normpath(str(w)) if str(w) else "" for w in want]
+    return frozenset(norm), tuple(n + "/" for n in norm if n not in ("/", "//", ""))
+
+
+def _under(v: str, want: Any) -> bool:
+    """``v`` (a path written any way: //etc/./kubernetes/, /etc/../home/x) equals or lies below one of ``want``."""
+    if not v.startswith("/"):
+        return False
+    p = "/" + posixpath.normpath(v).lstrip("/")  # normpath keeps a leading "//"
+    exact, prefixes = _dirs(tuple(want) if isinstance(want, list) else (str(want),))
+    return p in exact or p.startswith(prefixes)
 
 
 def holds(cond: dict[str, Any], node: Any) -> bool:
