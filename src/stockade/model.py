@@ -174,6 +174,8 @@ class Alert:
     count: int = 1
     dedup_key: str = ""
     evidence: list[Any] = field(default_factory=list)  # the first events (at most a few): dicts, or JSON bytes
+    # threat-intelligence entries that matched: {"list", "entry", "value", "source"} (the list's file)
+    indicators: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (evidence kept as serialized JSON is parsed back)."""

@@ -14,6 +14,7 @@ from stockade.audit.events import Wants
 from stockade.audit.rules import AuditRule, Index
 from stockade.model import Alert
 from stockade.rules import Bursts, render
+from stockade.rules.lists import DataList
 
 EVIDENCE = 3  # events kept per alert
 REQUESTS = 100_000  # auditIDs remembered (two generations of this many) so that a request is judged once
@@ -55,6 +56,23 @@ def _strings(value: Any) -> list[str]:
     return [str(x) for x in value] if isinstance(value, list) else []
 
 
+def _indicators(rule: AuditRule, ev: dict[str, Any]) -> list[dict[str, str]]:
+    """The entries of the rule's indicator list that the event matched, with the list's file."""
+    if rule.indicator is None:
+        return []
+    field, lists = rule.indicator
+    values = ev.get(field)
+    out = []
+    for v in values if isinstance(values, list) else [values]:
+        for lst in lists:
+            entry = lst.entry_for(v) if isinstance(lst, DataList) else (v if v in lst else None)
+            if entry is not None:
+                out.append({"list": getattr(lst, "name", "") or field, "entry": str(entry), "value": str(v),
+                            "source": getattr(lst, "source", "")})  # fmt: skip
+                break
+    return out
+
+
 def tune_gc() -> None:
     """For a long stream of events: freeze what is loaded (the compiled rules) and run the collector's young
     passes less often. Parsed events hold no cycles and go with their last reference; the default thresholds made
@@ -80,6 +98,8 @@ class Detector:
         self.unjudged = 0  # events not judged: RequestReceived stages, later stages of a request already judged
         self._judged: set[str] = set()  # auditIDs judged (this generation and the last)
         self._judged_old: set[str] = set()
+        self._counts: dict[str, list[float]] = {}  # threshold rules: recent match times per identity
+        self.kubeflow = False  # a namespace named kubeflow was seen (its ingress gateway is then Kubeflow's)
         # for lazy parsing (audit/events.py parse_stream): what the rules that can match an event read of the
         # parts its parse may defer
         self.wants: Wants = self.index.wants
@@ -91,23 +111,39 @@ class Detector:
         authorization decision yet and is skipped; a long-running request (watch, exec, attach, port-forward)
         is judged at ResponseStarted and its ResponseComplete skipped, as are repeats of an auditID."""
         self.events += 1
-        if ev.get("stage") == "RequestReceived":
+        stage = ev.get("stage")
+        if stage == "RequestReceived":
             self.unjudged += 1
             return []
         aid = ev.get("auditID")
-        if isinstance(aid, str) and aid:
-            if aid in self._judged or aid in self._judged_old:
+        res = ev["_resource"]
+        verb = ev["verb"]
+        if aid.__class__ is not str:
+            aid = None
+        elif stage == "ResponseStarted":  # a long-running request: judged now, its ResponseComplete skipped
+            if self._seen(aid):
                 self.unjudged += 1
                 return []
-            self._judged.add(aid)
-            if len(self._judged) >= REQUESTS:
-                self._judged_old, self._judged = self._judged, set()
-        group = self.index.group(ev["verb"], ev["_resource"])
+            self._remember(aid)
+        elif (verb == "watch" or "/" in res) and self._seen(aid):  # (exec, attach, port-forward, log, proxy)
+            self.unjudged += 1
+            return []
+        if res == "namespaces" or res == "services":
+            self._kubeflow(ev, res)
+        group = self.index.group(verb, res)
         if group is None:
             return []
         fired = group.fire(ev)
         if not fired:
             return []
+        if aid is not None and stage != "ResponseStarted":  # the same event again (a batch sent twice) counts once
+            judged = self._judged  # (_seen and _remember inlined: this runs for every matching event)
+            if aid in judged or (self._judged_old and aid in self._judged_old):
+                self.unjudged += 1
+                return []
+            judged.add(aid)
+            if len(judged) >= REQUESTS:
+                self._judged_old, self._judged = judged, set()
         self.hits += len(fired)
         ref = ev.get("objectRef") or {}
         user = ev.get("user") or {}
@@ -117,10 +153,49 @@ class Detector:
         now = _epoch(ts)
         new: list[Alert] = []
         for rule in fired:
-            alert = self._raise(rule, ev, rule.id + who, now, ts, ref, user)
+            key = rule.id + who
+            if rule.threshold is not None:
+                key = f"{rule.id}|{user.get('username', '')}"
+                hit = self.bursts.open.get(key)
+                counting = hit is not None and abs(now - hit[0]) <= self.bursts.window
+                if not counting and not self._reached(key, rule.threshold, now):
+                    continue
+            alert = self._raise(rule, ev, key, now, ts, ref, user)
             if alert is not None:
                 new.append(alert)
         return new
+
+    def _kubeflow(self, ev: dict[str, Any], res: str) -> None:
+        """Whether the log has shown that the cluster runs Kubeflow (its namespace, or a Service in it): its
+        Istio ingress gateway is then Kubeflow's front door (``_kubeflow`` on Service events)."""
+        ref = ev.get("objectRef") or {}
+        if ref.get("namespace") == "kubeflow" or (res == "namespaces" and ref.get("name") == "kubeflow"):
+            self.kubeflow = True
+        if res == "services":
+            ev["_kubeflow"] = self.kubeflow
+
+    def _seen(self, aid: str) -> bool:
+        return aid in self._judged or (bool(self._judged_old) and aid in self._judged_old)
+
+    def _remember(self, aid: str) -> None:
+        """Remember a judged request's auditID: the requests that matched a rule and the long-running ones (the
+        others cannot change a count), in two generations of REQUESTS (bounded memory)."""
+        self._judged.add(aid)
+        if len(self._judged) >= REQUESTS:
+            self._judged_old, self._judged = self._judged, set()
+
+    def _reached(self, key: str, threshold: tuple[int, float], now: float) -> bool:
+        """Count a threshold rule's match for one identity; True when ``count`` fell within ``seconds``."""
+        count, seconds = threshold
+        times = [t for t in self._counts.get(key, ()) if now - t < seconds]
+        times.append(now)
+        if len(times) >= count:
+            self._counts.pop(key, None)
+            return True
+        if len(self._counts) >= self.bursts.max_open and key not in self._counts:
+            self._counts.clear()  # bounded: a flood of identities forgets the oldest counts
+        self._counts[key] = times
+        return False
 
     def _raise(self, rule: AuditRule, ev: dict[str, Any], key: str, now: float, ts: str, ref: dict[str, Any],
                user: dict[str, Any]) -> Alert | None:  # fmt: skip
@@ -151,7 +226,10 @@ class Detector:
             remediation=rule.remediation,
             dedup_key=key,
             evidence=[_evidence(ev)],
+            indicators=_indicators(rule, ev),
         )
+        if alert.indicators:
+            alert.message += " (" + "; ".join(f"{i['value']} is on {i['list']}" for i in alert.indicators) + ")"
         self.bursts.add(key, now, alert)
         self.raised += 1
         if self.keep_alerts:

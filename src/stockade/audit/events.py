@@ -92,9 +92,6 @@ def enrich(ev: dict[str, Any]) -> dict[str, Any]:
     res = str(ref.get("resource") or "")
     sub = ref.get("subresource")
     ev["_resource"] = f"{res}/{sub}" if sub else res
-    uri = ev.get("requestURI")
-    if isinstance(uri, str):
-        ev["_path"] = uri.split("?", 1)[0]  # the path without its query: /healthz?verbose is /healthz
     if res in _POD_RESOURCES and not sub:
         _enrich_pod(ev)
     return ev
@@ -140,8 +137,6 @@ def _fast_event(line: bytes, wants: Wants) -> dict[str, Any] | None:
         return None
     ev = _as_dict(s)
     ev["objectRef"], ev["_resource"], ev["_raw"] = ref, resource, line
-    if isinstance(s.requestURI, str):
-        ev["_path"] = s.requestURI.split("?", 1)[0]
     if not need:
         ev["requestObject"] = ev["responseObject"] = None
         return ev

@@ -33,6 +33,11 @@ class AuditRule:
     output: str = ""
     tree: Any = None  # that condition as data (macros and lists expanded), for compiling rule groups
     reads: frozenset[str] = frozenset()  # the event's top-level fields the condition and output read
+    # fire only when the same identity matched ``count`` times within ``seconds`` (bursts of forbidden requests,
+    # permission enumeration); the alert then groups that identity's matches, whatever objects they touched
+    threshold: tuple[int, float] | None = None
+    # (event field, lists) the alert names the matching entries of: threat-intelligence lists (Tor exits...)
+    indicator: tuple[str, list[Any]] | None = None
 
 
 def parse(doc: Any, where: Source | str, lists: dict[str, Any] | None = None,
@@ -61,7 +66,23 @@ def _read(r: Any, w: str, lists: dict[str, Any], macros: dict[str, Any]) -> Audi
     for name, v in (("verbs", verbs), ("resources", resources)):
         if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
             raise RuleError(f"{w}: {name} must be a list of strings")
-    return AuditRule(**common, verbs=verbs, resources=resources)
+    threshold = None
+    if r.get("threshold") is not None:
+        t = r["threshold"]
+        if not (isinstance(t, dict) and isinstance(t.get("count"), int) and t["count"] >= 2
+                and isinstance(t.get("seconds"), int | float) and t["seconds"] > 0):  # fmt: skip
+            raise RuleError(f"{w}: threshold is {{count: N (2 or more), seconds: S}}")
+        threshold = (int(t["count"]), float(t["seconds"]))
+    indicator = None
+    if r.get("indicator") is not None:
+        ind = r["indicator"]
+        names = ind.get("list") if isinstance(ind, dict) else None
+        names = [names] if isinstance(names, str) else names
+        if not (isinstance(ind, dict) and isinstance(ind.get("field"), str) and isinstance(names, list)
+                and names and all(isinstance(n, str) and n in lists for n in names)):  # fmt: skip
+            raise RuleError(f"{w}: indicator is {{field: EVENT FIELD, list: NAME or [NAMES] of lists}}")
+        indicator = (ind["field"], [lists[n] for n in names])
+    return AuditRule(**common, verbs=verbs, resources=resources, threshold=threshold, indicator=indicator)
 
 
 def check(src: Source, report: CheckReport) -> None:
@@ -76,7 +97,8 @@ def load(extra: list[Path] | None = None) -> list[AuditRule]:
 
 
 # derived fields (audit/events.py enrich) and the fields they come from
-DERIVED = {"_resource": "objectRef", "_path": "requestURI", "_podspec": "requestObject", "_containers": "requestObject"}
+DERIVED = {"_resource": "objectRef", "_podspec": "requestObject", "_containers": "requestObject",
+           "_kubeflow": "objectRef"}  # fmt: skip
 
 
 def wants_of(rules: list[AuditRule]) -> frozenset[str] | None:

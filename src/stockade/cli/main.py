@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from stockade import __version__
-from stockade.cli import admission, audit, image, posture, rules, sensor, server
+from stockade.cli import admission, audit, image, intel, posture, rules, sensor, server
 
 app = typer.Typer(
     name="stockade",
@@ -31,6 +31,7 @@ app.add_typer(admission.admission_app, name="admission")
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(sensor.sensor_app, name="sensor")
 app.add_typer(rules.rules_app, name="rules")
+app.add_typer(intel.intel_app, name="intel")
 app.add_typer(server.server_app, name="server")
 app.command("agent")(server.agent)
 app.command("publish")(server.publish)

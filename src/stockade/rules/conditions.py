@@ -108,10 +108,13 @@ def _dirs(want: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
 
 def _under(v: str, want: Any) -> bool:
     """``v`` (a path written any way: //etc/./kubernetes/, /etc/../home/x) equals or lies below one of ``want``."""
+    return _under_dirs(v, *_dirs(tuple(str(w) for w in want) if isinstance(want, list) else (str(want),)))
+
+
+def _under_dirs(v: str, exact: frozenset[str], prefixes: tuple[str, ...]) -> bool:
     if not v.startswith("/"):
         return False
     p = "/" + posixpath.normpath(v).lstrip("/")  # normpath keeps a leading "//"
-    exact, prefixes = _dirs(tuple(want) if isinstance(want, list) else (str(want),))
     return p in exact or p.startswith(prefixes)
 
 
@@ -352,6 +355,8 @@ class _CodeGen:
     def test(self, op: str, want: Any, v: str) -> str:
         """The op on variable ``v`` as an expression, specialised once (sets for membership, compiled regular
         expressions); the rarer ops call _test."""
+        if op in ("in", "not_in") and isinstance(want, list) and not want:  # an empty list (a list left to set)
+            return "False" if op == "in" else "True"
         if op in LIST_OPS:
             return f"{self.const(as_data_list(want, LIST_OPS[op]).matcher(op))}({v})"
         if op in ("in", "not_in") and isinstance(want, DataList):
@@ -384,4 +389,8 @@ class _CodeGen:
             return f"(isinstance({v}, {kinds}) and {self.const(want)} in {v})"
         if op in ("truthy", "falsy"):
             return f"bool({v})" if op == "truthy" else f"(not {v})"
+        if op == "path_under":  # the directories normalised once, here
+            exact, prefixes = _dirs(tuple(str(w) for w in (want if isinstance(want, list) else [want])))
+            fn, dirs, pre = self.const(_under_dirs), self.const(exact), self.const(prefixes)
+            return f"(isinstance({v}, str) and {fn}({v}, {dirs}, {pre}))"
         return f"{self.const(_test)}({self.const(op)}, {v}, {self.const(want)})"

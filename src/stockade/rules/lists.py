@@ -23,6 +23,7 @@ Indexes, built once per list on first use, for the ops of the condition language
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -43,8 +44,8 @@ class DataList:
     """The entries of a list with the indexes its ops use; iterating gives the entries (for ``in``)."""
 
     def __init__(self, entries: list[str], kind: str = "string", source: str = "",
-                 skipped: int = 0, first_skipped: str = "") -> None:  # fmt: skip
-        self.kind, self.source = kind, source
+                 skipped: int = 0, first_skipped: str = "", name: str = "") -> None:  # fmt: skip
+        self.kind, self.source, self.name = kind, source, name
         self.entries = tuple(dict.fromkeys(entries))  # first-seen order, once each
         self.skipped, self.first_skipped = skipped, first_skipped
         self._exact: frozenset[str] | None = None
@@ -69,6 +70,32 @@ class DataList:
     def key(self) -> str:
         """Stands for the list where conditions are compared (rule groups share conjuncts by their JSON)."""
         return f"@list:{self.kind}:{self.source}:{id(self)}"
+
+    def entry_for(self, value: Any) -> str | None:
+        """The entry that ``value`` matches (the network holding an address, the domain above a name, the string
+        itself), or None: what an alert names. A scan of the entries, for the few values that matched."""
+        if not isinstance(value, str) or not value:
+            return None
+        if self.kind == "cidr":
+            try:
+                ip = ipaddress.ip_address(value.strip("[]"))
+            except ValueError:
+                return None
+            for e in self.entries:
+                try:
+                    if ip in ipaddress.ip_network(e, strict=False):
+                        return e
+                except ValueError:
+                    continue
+            return None
+        if self.kind == "domain":
+            d = value.lower().rstrip(".")
+            exact = self.exact()
+            labels = d.split(".")
+            return next((".".join(labels[i:]) for i in range(len(labels)) if ".".join(labels[i:]) in exact), None)
+        if self.kind == "hash":
+            return value.lower() if value.lower() in self.exact() else None
+        return value if value in self.exact() else next((e for e in self.entries if e and e in value), None)
 
     def exact(self) -> frozenset[str]:
         if self._exact is None:
@@ -132,7 +159,23 @@ def cidr_matcher(entries: tuple[str, ...] | list[str]) -> Callable[[Any], bool]:
                 return True
         return False
 
-    return match
+    if not v4 and not v6:  # an empty list (an indicator store not installed yet) matches nothing, at no cost
+        return lambda _value: False
+    # the answers for the addresses seen (an API server's clients are few and return all the time: kubelets,
+    # controllers, CI); bounded, cleared when full
+    seen: dict[str, bool] = {}
+
+    def cached(value: Any) -> bool:
+        if value.__class__ is not str:
+            return False
+        hit = seen.get(value)
+        if hit is None:
+            if len(seen) >= 65_536:
+                seen.clear()
+            hit = seen[value] = match(value)
+        return hit
+
+    return cached
 
 
 def _domain(text: str) -> str:
@@ -257,6 +300,9 @@ def flatten_lists(raw: Any, where: str, base: Path | None = None,
         if isinstance(items, dict) and "file" in items:
             out[str(name)] = _file_list(str(name), items, where, base)
             continue
+        if isinstance(items, dict) and "intel" in items:
+            out[str(name)] = _intel_list(str(name), items, where)
+            continue
         if not isinstance(items, list):
             raise RuleError(f"{where}: list {name!r} is not a list (or a mapping with 'file')")
         flat: list[Any] = []
@@ -270,6 +316,38 @@ def flatten_lists(raw: Any, where: str, base: Path | None = None,
                 flat.append(it)
         out[str(name)] = flat
     return out
+
+
+def intel_dir() -> Path:
+    """Where `stockade intel update` keeps the indicator lists: $STOCKADE_INTEL_DIR, else ~/.cache/stockade/intel."""
+    env = os.environ.get("STOCKADE_INTEL_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "stockade" / "intel"
+
+
+def _intel_list(name: str, spec: dict[str, Any], where: str) -> DataList:
+    """A list from the indicator store (``{intel: tor-exits, kind: cidr}``, or several lists as one:
+    ``{intel: [malicious-ips, c2-ips]}``): empty, and saying so, until `stockade intel update` has written it."""
+    unknown = set(spec) - {"intel", "kind"}
+    if unknown:
+        raise RuleError(f"{where}: list {name!r}: unknown keys {', '.join(sorted(map(str, unknown)))}")
+    idents = spec["intel"] if isinstance(spec["intel"], list) else [spec["intel"]]
+    if not idents or not all(isinstance(i, str) and re.fullmatch(r"[a-z0-9-]+", i) for i in idents):
+        raise RuleError(f"{where}: list {name!r}: 'intel' names lists of the indicator store, like tor-exits")
+    kind = str(spec.get("kind", "string"))
+    entries: list[str] = []
+    sources = []
+    for ident in idents:
+        path = intel_dir() / f"{ident}.txt"
+        if not path.is_file():
+            sources.append(f"{path} (not installed: run 'stockade intel update')")
+            continue
+        lst = load_cached(path, kind, 0, f"{where}: list {name!r}")
+        if len(idents) == 1:
+            lst.name = lst.name or name
+            return lst
+        entries += lst.entries
+        sources.append(str(path))
+    return DataList(entries, kind, ", ".join(sources), name=name)
 
 
 def _file_list(name: str, spec: dict[str, Any], where: str, base: Path | None) -> DataList:
