@@ -4,6 +4,7 @@ dedup window becomes one alert with a count."""
 from __future__ import annotations
 
 import gc
+import time
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -11,12 +12,29 @@ from typing import Any
 import orjson
 
 from stockade.audit.events import Wants
+from stockade.audit.profile import CONTROL_PLANE_PREFIXES, Profiles
 from stockade.audit.rules import AuditRule, Index
 from stockade.model import Alert
 from stockade.rules import Bursts, render
 from stockade.rules.lists import DataList
 
 EVIDENCE = 3  # events kept per alert
+# the alert of the learned profiles (audit/profile.py): a rule in code, as the sensor's baseline rules are
+PROFILE_RULE = AuditRule(
+    id="STK-AUD-100",
+    title="Identity acted outside its learned profile",
+    severity="MEDIUM",
+    tactics=["Lateral Movement", "Credential Access"],
+    techniques=["T1078.004", "T1528"],
+    verbs=None,
+    resources=None,
+    condition=lambda _ev: True,
+    description="A service account or person did something its learned profile never showed: an operation, a "
+    "namespace, a source network or a client it had not used (a stolen token is used from elsewhere, for other "
+    "things). Defender: abnormal Kubernetes service account operation.",
+    remediation="Check with the identity's owner; if the token was stolen, revoke it (for a service account: "
+    "delete its token Secrets or rotate the projected token's issuer key) and review what it did.",
+)
 REQUESTS = 100_000  # auditIDs remembered (two generations of this many) so that a request is judged once
 
 
@@ -87,7 +105,7 @@ class Detector:
     detector (``audit serve``, ``--follow``) keeps only the open bursts, so its memory is bounded."""
 
     def __init__(self, rules: list[AuditRule], window_s: float = 600.0, max_open: int = 100_000,
-                 keep_alerts: bool = True) -> None:  # fmt: skip
+                 keep_alerts: bool = True, profiles: Profiles | None = None) -> None:  # fmt: skip
         self.index = Index(rules)
         self.bursts = Bursts(window_s, max_open)
         self.keep_alerts = keep_alerts
@@ -100,6 +118,7 @@ class Detector:
         self._judged_old: set[str] = set()
         self._counts: dict[str, list[float]] = {}  # threshold rules: recent match times per identity
         self.kubeflow = False  # a namespace named kubeflow was seen (its ingress gateway is then Kubeflow's)
+        self.profiles = profiles  # learned behaviour per identity (audit/profile.py), when asked for
         # for lazy parsing (audit/events.py parse_stream): what the rules that can match an event read of the
         # parts its parse may defer
         self.wants: Wants = self.index.wants
@@ -130,12 +149,13 @@ class Detector:
             return []
         if res == "namespaces" or res == "services":
             self._kubeflow(ev, res)
+        learned = self._profile(ev) if self.profiles is not None else []
         group = self.index.group(verb, res)
         if group is None:
-            return []
+            return learned
         fired = group.fire(ev)
         if not fired:
-            return []
+            return learned
         if aid is not None and stage != "ResponseStarted":  # the same event again (a batch sent twice) counts once
             judged = self._judged  # (_seen and _remember inlined: this runs for every matching event)
             if aid in judged or (self._judged_old and aid in self._judged_old):
@@ -151,7 +171,7 @@ class Detector:
         # the dedup key: rule, user, namespace, resource, name
         who = f"|{user.get('username', '')}|{ref.get('namespace', '')}|{ev['_resource']}|{ref.get('name', '')}"
         now = _epoch(ts)
-        new: list[Alert] = []
+        new: list[Alert] = learned
         for rule in fired:
             key = rule.id + who
             if rule.threshold is not None:
@@ -164,6 +184,34 @@ class Detector:
             if alert is not None:
                 new.append(alert)
         return new
+
+    def _profile(self, ev: dict[str, Any]) -> list[Alert]:
+        """Learn from an allowed request of an identity that is not the control plane's; an alert when it falls
+        outside the identity's learned profile (one per identity and new value, counted while it repeats)."""
+        assert self.profiles is not None
+        user = ev.get("user") or {}
+        name = str(user.get("username") or "")
+        ann = ev.get("annotations") or {}
+        code = (ev.get("responseStatus") or {}).get("code")
+        if (not name or name.startswith(CONTROL_PLANE_PREFIXES) or name == "system:anonymous"
+                or ann.get("authorization.k8s.io/decision") == "forbid"
+                or (isinstance(code, int) and code >= 400)):  # fmt: skip
+            return []
+        ts = str(ev.get("stageTimestamp") or ev.get("requestReceivedTimestamp") or ev.get("timestamp") or "")
+        now = _epoch(ts) or time.time()
+        anomaly = self.profiles.observe(name, ev, now)
+        if anomaly is None:
+            return []
+        what = ", ".join(f"{d} {v}" for d, v in sorted(anomaly.new.items()))
+        key = f"{PROFILE_RULE.id}|{name}|{what}"
+        ref = ev.get("objectRef") or {}
+        alert = self._raise(PROFILE_RULE, ev, key, now, ts, ref, user)
+        if alert is None:
+            return []
+        op = f"{ev.get('verb', '')} {ev.get('_resource', '')}"
+        alert.message = f"{name} {op}: never seen before for this identity ({what})"
+        alert.evidence.append(orjson.dumps({"new": anomaly.new, "profile": anomaly.profile}))
+        return [alert]
 
     def _kubeflow(self, ev: dict[str, Any], res: str) -> None:
         """Whether the log has shown that the cluster runs Kubeflow (its namespace, or a Service in it): its

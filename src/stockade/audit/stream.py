@@ -43,11 +43,15 @@ class Emitter:
 
 
 def scan(paths: list[Path], rules: list[Path] | None = None, window_s: float = 600, out: IO[bytes] | None = None,
-         deltas: Any = None, follow: bool = False, state: Path | None = None,
-         keep_alerts: bool = True) -> tuple[Detector, aev.Stats, dict[str, int] | None]:  # fmt: skip
+         deltas: Any = None, follow: bool = False, state: Path | None = None, keep_alerts: bool = True,
+         profiles: Path | None = None, learn_s: float = 7 * 86400.0,
+         ) -> tuple[Detector, aev.Stats, dict[str, int] | None]:  # fmt: skip
     """Every event of ``paths`` ("-": standard input) through the audit rules (the built-in pack and ``rules``).
     Returns the detector (its alerts, with ``keep_alerts``), the read counters, and what ``deltas`` delivered."""
-    detector = Detector(load(rules), window_s=window_s, keep_alerts=keep_alerts)
+    from stockade.audit.profile import Profiles
+
+    learned = Profiles(profiles, learn_s) if profiles is not None else None
+    detector = Detector(load(rules), window_s=window_s, keep_alerts=keep_alerts, profiles=learned)
     tune_gc()
     emit = Emitter(detector, deltas, out)
     stats = aev.Stats()
@@ -60,6 +64,8 @@ def scan(paths: list[Path], rules: list[Path] | None = None, window_s: float = 6
         fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
         with contextlib.suppress(KeyboardInterrupt):
             read(path, fs, stats, detector, emit, follow, state)
+    if learned is not None:
+        learned.close()
     return detector, stats, emit.close()
 
 

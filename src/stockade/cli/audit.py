@@ -50,6 +50,11 @@ def audit_scan(
     server: Annotated[str | None, SERVER_OPT] = None,
     cluster: Annotated[str | None, CLUSTER_OPT] = None,
     token: Annotated[str | None, TOKEN_OPT] = None,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"),
+    ] = None,
+    learn_days: Annotated[float, typer.Option(help="Days each identity learns before it is judged")] = 7.0,
 ) -> None:
     """Raise alerts (MITRE ATT&CK for Containers) from Kubernetes audit events."""
     from stockade.audit.stream import scan
@@ -64,7 +69,8 @@ def audit_scan(
     with input_errors():
         deltas = alert_sender(server, cluster, token, "audit")
         detector, stats, sent = scan(paths, rules, window, sys.stdout.buffer if stream_out else None, deltas, follow,
-                                     state, keep_alerts=not stream_out)  # fmt: skip
+                                     state, keep_alerts=not stream_out, profiles=profiles,
+                                     learn_s=learn_days * 86400)  # fmt: skip
     if sent is not None and (sent["failed"] or sent["dropped"]):
         err(f"[red]error:[/] {sent['failed'] + sent['dropped']} alert(s) not delivered to {server}")
         raise typer.Exit(EXIT_INPUT)
@@ -107,6 +113,11 @@ def audit_serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8444,
     window: Annotated[int, typer.Option(help="Dedup window in seconds")] = 600,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"),
+    ] = None,
+    learn_days: Annotated[float, typer.Option(help="Days each identity learns before it is judged")] = 7.0,
 ) -> None:
     """Receive audit events from the API server's webhook backend (EventList over HTTPS) and raise alerts."""
     import uvicorn
@@ -122,7 +133,11 @@ def audit_serve(
         tokens = [t.strip() for t in token_file.read_text().splitlines() if t.strip()]
         if not tokens:
             raise StockadeError(f"{token_file}: no token in it")
-        detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=False)  # runs for months
+        from stockade.audit.profile import Profiles
+
+        learned = Profiles(profiles, learn_days * 86400) if profiles else None
+        detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=False,
+                            profiles=learned)  # runs for months  # fmt: skip
         tune_gc()
         try:
             out = output.open("ab") if output else sys.stdout.buffer
@@ -131,3 +146,43 @@ def audit_serve(
     app = create_app(detector, tokens, out)
     uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
                 access_log=False)  # fmt: skip
+
+
+profile_app = typer.Typer(help="The learned behaviour of each identity (audit scan/serve --profiles).",
+                          no_args_is_help=True)  # fmt: skip
+audit_app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("show")
+def profile_show(profiles: Annotated[Path, typer.Argument(help="Profile database (SQLite)")]) -> None:
+    """Each identity: learning or judged, and how many values each dimension holds."""
+    from stockade.audit.profile import Profiles
+
+    with input_errors():
+        if not profiles.is_file():
+            raise StockadeError(f"{profiles}: no such file")
+        p = Profiles(profiles)
+        rows = p.summary()
+        p.close()
+    for r in rows:
+        state = "too varied" if r["too_varied"] else ("learning" if r["learning"] else "judged")
+        typer.echo(f"{r['identity']}\t{state}\toperations {r['operation']}\tnamespaces {r['namespace']}\t"
+                   f"networks {r['network']}\tagents {r['agent']}")  # fmt: skip
+
+
+@profile_app.command("reset")
+def profile_reset(
+    profiles: Annotated[Path, typer.Argument(help="Profile database (SQLite)")],
+    identity: Annotated[str, typer.Argument(help="User or service account (system:serviceaccount:NS:NAME)")],
+) -> None:
+    """Forget one identity's profile: it learns again from its next request."""
+    from stockade.audit.profile import Profiles
+
+    with input_errors():
+        p = Profiles(profiles)
+        known = p.reset(identity)
+        p.close()
+    if not known:
+        err(f"[red]error:[/] no profile for {identity!r} in {profiles}")
+        raise typer.Exit(EXIT_INPUT)
+    err(f"{identity}: profile reset; it learns again")
