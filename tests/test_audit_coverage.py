@@ -231,3 +231,99 @@ def test_without_an_indicator_store_the_rules_load_and_stay_quiet(traces: Path, 
     tor = _first_entry("SecOps-Institute+Tor-IP-Addresses.tar.gz",
                        "SecOps-Institute+Tor-IP-Addresses/tor-exit-nodes.lst")  # fmt: skip
     assert "STK-AUD-043" not in _fired(_new(_trace(traces, "create_configmap"), sourceIPs=[tor]))
+
+
+# Falco's INFO-level activity rules fire on these traces (falco_k8s_audit_tests.yaml); stockade's optional
+# activity pack raises its INFO alert of the same name on each, and nothing without --activity
+ACTIVITY = {
+    "create_deployment": "K8s Deployment created", "delete_deployment": "K8s Deployment deleted",
+    "create_service": "K8s Service created", "delete_service": "K8s Service deleted",
+    "create_configmap": "K8s ConfigMap created", "delete_configmap": "K8s ConfigMap deleted",
+    "some-user_creates_namespace_foo": "K8s Namespace created", "delete_namespace_foo": "K8s Namespace deleted",
+    "create_serviceaccount": "K8s Serviceaccount created", "delete_serviceaccount": "K8s Serviceaccount deleted",
+    "create_clusterrole": "K8s Role/Clusterrole created", "delete_clusterrole": "K8s Role/Clusterrole deleted",
+    "create_clusterrolebinding": "K8s Role/Clusterrolebinding created",
+    "delete_clusterrolebinding": "K8s Role/Clusterrolebinding deleted",
+    "create_secret": "K8s Secret created", "delete_secret": "K8s Secret deleted",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("trace", sorted(ACTIVITY))
+def test_the_activity_pack_is_the_trail_falco_keeps(traces: Path, trace: str) -> None:
+    from stockade.audit.rules import ACTIVITY_PACK
+
+    ev = _trace(traces, trace)
+    assert [a.title for a in _fired(ev, rules=load([ACTIVITY_PACK])).values()] == [ACTIVITY[trace]]
+    assert _fired(ev) == {}  # off by default
+
+
+def test_the_activity_pack_leaves_system_work_out(traces: Path) -> None:
+    from stockade.audit.rules import ACTIVITY_PACK
+
+    for trace in ("create_kube_system_secret", "create_service_account_token_secret"):
+        assert _fired(_trace(traces, trace), rules=load([ACTIVITY_PACK])) == {}, trace
+
+
+def test_intel_update_offline_online_and_reload(traces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI builds the store from the shared archives; --online fetches the same files from the publishers
+    (here a local HTTP server answering as raw.githubusercontent.com does); a running detector picks up a
+    rewritten store without a restart."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    from stockade.audit.detect import IntelReloader
+    from stockade.intel import FEEDS, update
+
+    store = tmp_path / "store"
+    cli = [sys.executable, "-m", "stockade.cli.main", "intel"]
+    env = {**__import__("os").environ, "STOCKADE_INTEL_DIR": str(store)}
+    out = subprocess.run([*cli, "update", *map(str, sorted((SHARED / "data" / "intel").glob("*.tar.gz")))],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    status = subprocess.run([*cli, "status"], capture_output=True, text=True, env=env).stdout
+    assert "tor-exits" in status and "revision" in status
+    # online: every feed's URL served from the archives' bytes; the store rebuilt from them alone
+    files: dict[str, bytes] = {}
+    for feed in FEEDS:
+        with tarfile.open(SHARED / "data" / "intel" / f"{feed.publisher}.tar.gz") as tf:
+            fh = tf.extractfile(f"{feed.publisher}/{feed.member}")
+            assert fh is not None
+            files["/" + feed.url.split("/", 3)[3]] = fh.read()
+
+    class Raw(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *_a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Raw)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    import httpx
+
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    online = tmp_path / "online"
+    rep = update([], online, online=True,
+                 fetch=lambda url: httpx.get(base + "/" + url.split("/", 3)[3]).content)  # fmt: skip
+    srv.shutdown()
+    assert set(rep.written) == {f.name for f in FEEDS}
+    entries = [(d / "tor-exits.txt").read_text().splitlines()[2:] for d in (online, store)]
+    assert entries[0] == entries[1] and len(entries[0]) > 1000
+    # a running detector: the store appears after it started, and is picked up
+    monkeypatch.setenv("STOCKADE_INTEL_DIR", str(tmp_path / "later"))
+    d = Detector(load())
+    reloader = IntelReloader(d, load, every_s=0)
+    tor = _first_entry("SecOps-Institute+Tor-IP-Addresses.tar.gz",
+                       "SecOps-Institute+Tor-IP-Addresses/tor-exit-nodes.lst")  # fmt: skip
+    ev = _new(_trace(traces, "create_configmap"), sourceIPs=[tor])
+    st = Stats()
+    assert not [a for e in documents_to_events(copy.deepcopy(ev), st) for a in d.process(e)]
+    update(sorted((SHARED / "data" / "intel").glob("*.tar.gz")), tmp_path / "later")
+    assert reloader.check() and reloader.reloads == 1
+    got = [a.rule for e in documents_to_events(_new(ev), st) for a in d.process(e)]
+    assert "STK-AUD-043" in got

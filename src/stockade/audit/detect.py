@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -16,7 +17,7 @@ from stockade.audit.profile import CONTROL_PLANE_PREFIXES, Profiles
 from stockade.audit.rules import AuditRule, Index
 from stockade.model import Alert
 from stockade.rules import Bursts, render
-from stockade.rules.lists import DataList
+from stockade.rules.lists import DataList, intel_signature
 
 EVIDENCE = 3  # events kept per alert
 # the alert of the learned profiles (audit/profile.py): a rule in code, as the sensor's baseline rules are
@@ -185,6 +186,11 @@ class Detector:
                 new.append(alert)
         return new
 
+    def reload(self, rules: list[AuditRule]) -> None:
+        """Use these rules from now on (open alerts, counts and profiles stay)."""
+        self.index = Index(rules)
+        self.wants = self.index.wants
+
     def _profile(self, ev: dict[str, Any]) -> list[Alert]:
         """Learn from an allowed request of an identity that is not the control plane's; an alert when it falls
         outside the identity's learned profile (one per identity and new value, counted while it repeats)."""
@@ -283,3 +289,27 @@ class Detector:
         if self.keep_alerts:
             self.alerts.append(alert)
         return alert
+
+
+class IntelReloader:
+    """For detectors that run for months (`audit serve`, `audit scan --follow`): reload the rules when `stockade
+    intel update` has rewritten the indicator store, looking at most every ``every_s`` seconds."""
+
+    def __init__(self, detector: Detector, load_rules: Callable[[], list[AuditRule]], every_s: float = 60.0) -> None:
+        self.detector, self.load_rules, self.every_s = detector, load_rules, every_s
+        self.signature = intel_signature()
+        self.last = time.monotonic()
+        self.reloads = 0
+
+    def check(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return False
+        self.last = now
+        sig = intel_signature()
+        if sig == self.signature:
+            return False
+        self.detector.reload(self.load_rules())
+        self.signature = sig
+        self.reloads += 1
+        return True

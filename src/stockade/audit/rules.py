@@ -96,6 +96,9 @@ def load(extra: list[Path] | None = None) -> list[AuditRule]:
     return load_pack("stockade.audit", extra, parse)
 
 
+# the optional activity-trail pack (INFO: what was created and deleted), added by --activity
+ACTIVITY_PACK = Path(__file__).parent / "packs" / "activity.yaml"
+
 # derived fields (audit/events.py enrich) and the fields they come from
 DERIVED = {"_resource": "objectRef", "_podspec": "requestObject", "_containers": "requestObject",
            "_kubeflow": "objectRef"}  # fmt: skip

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from stockade.audit.detect import Detector
+from stockade.audit.detect import Detector, IntelReloader
 from stockade.audit.events import Stats, documents_to_events, parse_batch
 from stockade.web import BodyTooLarge, read_body
 
@@ -23,7 +23,8 @@ log = logging.getLogger("stockade.audit")
 JSON = "application/json"
 
 
-def create_app(detector: Detector, tokens: list[str], out: IO[bytes], max_body: int = 32 * 1024 * 1024) -> FastAPI:
+def create_app(detector: Detector, tokens: list[str], out: IO[bytes], max_body: int = 32 * 1024 * 1024,
+               reloader: IntelReloader | None = None) -> FastAPI:  # fmt: skip
     registry = CollectorRegistry()
     events = Counter("stockade_audit_events", "Audit events received", registry=registry)
     malformed = Counter("stockade_audit_malformed", "Malformed records skipped", ["reason"], registry=registry)
@@ -71,6 +72,8 @@ def create_app(detector: Detector, tokens: list[str], out: IO[bytes], max_body: 
             evs = (ev for doc in docs for ev in documents_to_events(doc, st))
         lines = []
         with lock:  # one detector: dedup across batches
+            if reloader is not None:
+                reloader.check()  # the indicator store rewritten by `stockade intel update`: the new lists
             for ev in evs:
                 for a in detector.process(ev):
                     alerts.labels(a.rule).inc()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stockade.audit import events as aev
-from stockade.audit.detect import Detector, tune_gc
+from stockade.audit.detect import Detector, IntelReloader, tune_gc
 from stockade.audit.rules import load
 from stockade.model import Alert
 
@@ -52,6 +52,7 @@ def scan(paths: list[Path], rules: list[Path] | None = None, window_s: float = 6
 
     learned = Profiles(profiles, learn_s) if profiles is not None else None
     detector = Detector(load(rules), window_s=window_s, keep_alerts=keep_alerts, profiles=learned)
+    reloader = IntelReloader(detector, lambda: load(rules)) if follow else None
     tune_gc()
     emit = Emitter(detector, deltas, out)
     stats = aev.Stats()
@@ -63,16 +64,18 @@ def scan(paths: list[Path], rules: list[Path] | None = None, window_s: float = 6
             continue
         fs = aev.FileState.load(state, path) if state else (aev.FileState(path) if follow else None)
         with contextlib.suppress(KeyboardInterrupt):
-            read(path, fs, stats, detector, emit, follow, state)
+            read(path, fs, stats, detector, emit, follow, state, reloader)
     if learned is not None:
         learned.close()
     return detector, stats, emit.close()
 
 
 def read(path: Path, fs: aev.FileState | None, stats: aev.Stats, detector: Detector, emit: Emit, follow: bool,
-         state: Path | None) -> None:  # fmt: skip
+         state: Path | None, reloader: IntelReloader | None = None) -> None:  # fmt: skip
     """Read one file to its end (and on, with follow), saving the offset to ``state`` as it goes."""
     while True:
+        if reloader is not None:
+            reloader.check()
         last = time.monotonic()
         for off, ev in aev.read_file(path, stats, fs, detector.wants):
             emit(detector.process(ev))

@@ -55,8 +55,14 @@ def audit_scan(
         typer.Option(help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"),
     ] = None,
     learn_days: Annotated[float, typer.Option(help="Days each identity learns before it is judged")] = 7.0,
+    activity: Annotated[
+        bool, typer.Option(help="Also the activity trail: INFO alerts for what was created and deleted")
+    ] = False,
 ) -> None:
     """Raise alerts (MITRE ATT&CK for Containers) from Kubernetes audit events."""
+    from stockade.audit.rules import ACTIVITY_PACK
+
+    rules = [*(rules or []), ACTIVITY_PACK] if activity else rules
     from stockade.audit.stream import scan
 
     paths = files or [Path("-")]
@@ -118,8 +124,14 @@ def audit_serve(
         typer.Option(help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"),
     ] = None,
     learn_days: Annotated[float, typer.Option(help="Days each identity learns before it is judged")] = 7.0,
+    activity: Annotated[
+        bool, typer.Option(help="Also the activity trail: INFO alerts for what was created and deleted")
+    ] = False,
 ) -> None:
     """Receive audit events from the API server's webhook backend (EventList over HTTPS) and raise alerts."""
+    from stockade.audit.rules import ACTIVITY_PACK
+
+    rules = [*(rules or []), ACTIVITY_PACK] if activity else rules
     import uvicorn
 
     from stockade.audit.detect import Detector, tune_gc
@@ -143,7 +155,10 @@ def audit_serve(
             out = output.open("ab") if output else sys.stdout.buffer
         except OSError as exc:
             raise StockadeError(f"{output}: cannot write ({exc.strerror})") from None
-    app = create_app(detector, tokens, out)
+    from stockade.audit.detect import IntelReloader
+
+    reloader = IntelReloader(detector, lambda: load_audit_rules(rules))  # lists refreshed by `stockade intel update`
+    app = create_app(detector, tokens, out, reloader=reloader)
     uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
                 access_log=False)  # fmt: skip
 

@@ -324,6 +324,15 @@ def intel_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "stockade" / "intel"
 
 
+def intel_signature() -> tuple[tuple[str, float, int], ...]:
+    """The indicator store's lists as (name, mtime, size): changes when `stockade intel update` rewrote one."""
+    d = intel_dir()
+    try:
+        return tuple(sorted((p.name, p.stat().st_mtime, p.stat().st_size) for p in d.glob("*.txt")))
+    except OSError:
+        return ()
+
+
 def _intel_list(name: str, spec: dict[str, Any], where: str) -> DataList:
     """A list from the indicator store (``{intel: tor-exits, kind: cidr}``, or several lists as one:
     ``{intel: [malicious-ips, c2-ips]}``): empty, and saying so, until `stockade intel update` has written it."""
