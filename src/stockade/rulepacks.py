@@ -54,6 +54,8 @@ def check(paths: list[Path], engine: str | None = None) -> list[CheckReport]:
 
 def builtin() -> list[dict[str, Any]]:
     """Every built-in rule: id, engine, severity, title, MITRE techniques, frameworks."""
+    from stockade.audit.detect import PROFILE_RULE
+    from stockade.audit.rules import ACTIVITY_PACK
     from stockade.audit.rules import load as load_audit
     from stockade.posture import load_rules
     from stockade.posture.graph import CROSS_RULES
@@ -65,7 +67,8 @@ def builtin() -> list[dict[str, Any]]:
     for p in [*load_rules(), *CROSS_RULES]:
         rows.append({"id": p.id, "engine": "posture", "severity": p.severity, "title": p.title,
                      "mitre": mitre_of(p.frameworks), "frameworks": p.frameworks})  # fmt: skip
-    packs: list[tuple[str, list[Any]]] = [("audit", load_audit()), ("sensor", [*load_sensor(), *BASELINE_RULES])]
+    packs: list[tuple[str, list[Any]]] = [("audit", [*load_audit([ACTIVITY_PACK]), PROFILE_RULE]),
+                                          ("sensor", [*load_sensor(), *BASELINE_RULES])]
     for engine, pack in packs:
         for r in pack:
             rows.append({"id": r.id, "engine": engine, "severity": r.severity, "title": r.title,
