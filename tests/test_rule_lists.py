@@ -220,9 +220,9 @@ def test_rules_check_and_list(tmp_path: Path) -> None:
     # the sensor's behavioural baseline), found by their text
     pkg = Path(__file__).resolve().parents[1] / "src" / "stockade"
     want: set[str] = set()
-    for f in [*pkg.glob("*/rules/*.yaml")]:
+    for f in [*pkg.glob("*/rules/*.yaml"), *pkg.glob("*/packs/*.yaml")]:
         want |= set(re.findall(r"(?m)^\s*- id: ['\"]?([\w-]+)", f.read_text()))
-    for f in (pkg / "posture" / "graph.py", pkg / "sensor" / "detect.py"):
+    for f in (pkg / "posture" / "graph.py", pkg / "sensor" / "detect.py", pkg / "audit" / "detect.py"):
         want |= set(re.findall(r"\"(STK-[A-Z]+-\d+)\"", f.read_text()))
     assert {r["id"] for r in rows} == want
     assert all(r["severity"] and r["title"] for r in rows)
