@@ -327,3 +327,32 @@ def test_intel_update_offline_online_and_reload(traces: Path, tmp_path: Path, mo
     assert reloader.check() and reloader.reloads == 1
     got = [a.rule for e in documents_to_events(_new(ev), st) for a in d.process(e)]
     assert "STK-AUD-043" in got
+
+
+def test_the_store_is_refreshed_on_a_schedule(tmp_path: Path) -> None:
+    """`audit serve --intel-refresh-hours`: the refresher fetches every list from its publisher each period and
+    keeps the old lists when a fetch fails."""
+    import threading
+
+    from stockade.intel import FEEDS, IntelError, refresh_loop
+
+    served: dict[str, bytes] = {}
+    for feed in FEEDS:
+        with tarfile.open(SHARED / "data" / "intel" / f"{feed.publisher}.tar.gz") as tf:
+            fh = tf.extractfile(f"{feed.publisher}/{feed.member}")
+            assert fh is not None
+            served[feed.url] = fh.read()
+    calls: list[str] = []
+    stop = threading.Event()
+
+    def fetch(url: str) -> bytes:
+        calls.append(url)
+        if len(calls) > len(FEEDS):  # the second round fails: the publishers are unreachable
+            if len(calls) >= 2 * len(FEEDS):
+                stop.set()
+            raise IntelError("unreachable")
+        return served[url]
+
+    store = tmp_path / "store"
+    assert refresh_loop(0.01, stop, store, fetch) == 1
+    assert {p.name for p in store.glob("*.txt")} == {f"{f.name}.txt" for f in FEEDS}  # the first round's lists stay

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stockade.model import StockadeError
 from stockade.rules.lists import intel_dir
@@ -203,3 +204,23 @@ def status(dest: Path | None = None) -> dict[str, dict[str, str | int]]:
                           "from": lines[1].removeprefix("# from ") if len(lines) > 1 else "",
                           "age_days": int((time.time() - p.stat().st_mtime) // 86400)}  # fmt: skip
     return out
+
+
+def refresh_loop(every_s: float, stop: Any, dest: Path | None = None,
+                 fetch: Callable[[str], bytes] | None = None) -> int:  # fmt: skip
+    """Refresh the store from the publishers every ``every_s`` seconds until ``stop`` (a threading.Event) is set:
+    what `audit serve --intel-refresh-hours` runs beside the detector (which reloads the rules when the store
+    changes). A failed refresh is logged and the old lists stay. Returns the refreshes that succeeded."""
+    import logging
+
+    log = logging.getLogger("stockade.intel")
+    done = 0
+    while not stop.is_set():
+        try:
+            rep = update([], dest, online=True, fetch=fetch)
+            done += 1
+            log.info("indicator store refreshed: %s", ", ".join(f"{k} {v}" for k, v in rep.written.items()))
+        except IntelError as exc:
+            log.warning("indicator store not refreshed (the old lists stay): %s", exc)
+        stop.wait(every_s)
+    return done

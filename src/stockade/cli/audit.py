@@ -127,6 +127,9 @@ def audit_serve(
     activity: Annotated[
         bool, typer.Option(help="Also the activity trail: INFO alerts for what was created and deleted")
     ] = False,
+    intel_refresh_hours: Annotated[
+        float, typer.Option(help="Fetch the threat-intelligence lists from their publishers this often (0: never)")
+    ] = 0.0,
 ) -> None:
     """Receive audit events from the API server's webhook backend (EventList over HTTPS) and raise alerts."""
     from stockade.audit.rules import ACTIVITY_PACK
@@ -158,6 +161,13 @@ def audit_serve(
     from stockade.audit.detect import IntelReloader
 
     reloader = IntelReloader(detector, lambda: load_audit_rules(rules))  # lists refreshed by `stockade intel update`
+    if intel_refresh_hours > 0:  # and by this process itself, on a schedule
+        import threading
+
+        from stockade.intel import refresh_loop
+
+        threading.Thread(target=refresh_loop, args=(intel_refresh_hours * 3600, threading.Event()),
+                         daemon=True, name="intel-refresh").start()  # fmt: skip
     app = create_app(detector, tokens, out, reloader=reloader)
     uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
                 access_log=False)  # fmt: skip
