@@ -59,7 +59,7 @@ class Bursts:
 
     def __init__(self, window_s: float, max_open: int = 100_000) -> None:
         self.window, self.max_open = window_s, max_open
-        self.open: OrderedDict[str, tuple[float, Alert]] = OrderedDict()
+        self.open: OrderedDict[str, list[Any]] = OrderedDict()  # key -> [time of the last repeat, alert]
         self.changed: dict[int, Alert] | None = None  # with track_changes(): alerts new or counted since drain()
 
     def track_changes(self) -> None:
@@ -86,14 +86,14 @@ class Bursts:
         alert = hit[1]
         alert.count += 1
         alert.last_time = ts or alert.last_time
-        self.open[key] = (now, alert)
+        hit[0] = now  # in place: a repeat (half the events of a busy stream) allocates nothing
         self.open.move_to_end(key)
         if self.changed is not None:
             self.changed[id(alert)] = alert
         return alert
 
     def add(self, key: str, now: float, alert: Alert) -> None:
-        self.open[key] = (now, alert)
+        self.open[key] = [now, alert]
         if self.changed is not None:
             self.changed[id(alert)] = alert
         if len(self.open) > self.max_open:  # bounded memory: the oldest burst closes
