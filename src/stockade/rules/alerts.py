@@ -83,7 +83,7 @@ class Bursts:
         hit = self.open.get(key)
         if hit is None or abs(now - hit[0]) > self.window:
             return None
-        alert = hit[1]
+        alert: Alert = hit[1]
         alert.count += 1
         alert.last_time = ts or alert.last_time
         hit[0] = now  # in place: a repeat (half the events of a busy stream) allocates nothing
