@@ -175,3 +175,26 @@ def test_a_corrupt_profile_file_is_a_clear_error(tmp_path: Path, bad: bytes) -> 
     db.write_bytes(bad)
     out = subprocess.run([*CLI, "audit", "profile", "show", str(db)], capture_output=True, text=True)
     assert out.returncode != 0 and "not a profile database" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_unwritable_profile_file_does_not_stop_the_detector(traces: Path, tmp_path: Path) -> None:
+    """The profile file locked by another process (or a full disk): learning goes on in memory, the write is
+    retried at the next flush, and nothing is lost once the file is writable again."""
+    import sqlite3
+
+    base = _template(traces)
+    path = tmp_path / "p.db"
+    p = Profiles(path)
+    d = Detector(load(), profiles=p)
+    locker = sqlite3.connect(path, timeout=0)
+    locker.execute("BEGIN EXCLUSIVE")
+    p.db.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
+    _run(d, week(base)[:50])
+    p.flush()
+    assert p.write_errors >= 1 and p.ids[CONTROLLER].values["namespace"] == {"shop", "web"}
+    locker.rollback()
+    locker.close()
+    p.close()
+    again = Profiles(path)
+    assert again.ids[CONTROLLER].values["namespace"] == {"shop", "web"}
+    again.close()

@@ -17,6 +17,7 @@ and survives restarts; ``reset`` forgets one identity, which then learns again.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 from stockade.model import StockadeError
 
+log = logging.getLogger("stockade.audit.profile")
 DIMENSIONS = ("operation", "namespace", "network", "agent")
 CONTROL_PLANE_PREFIXES = ("system:node:", "system:kube-", "system:apiserver", "system:serviceaccount:kube-system:")
 
@@ -83,6 +85,7 @@ class Profiles:
         self.ids: dict[str, Identity] = {}
         self._pending: list[tuple[str, str, str, float]] = []
         self._touched: set[str] = set()
+        self.write_errors = 0
         self.db: sqlite3.Connection | None = None
         if path is not None:
             try:
@@ -146,10 +149,17 @@ class Profiles:
             return
         rows = [(i, self.ids[i].first_seen, self.ids[i].last_seen, int(self.ids[i].too_varied))
                 for i in self._touched if i in self.ids]  # fmt: skip
-        with self.db:
-            self.db.executemany("INSERT INTO identities VALUES(?,?,?,?) ON CONFLICT(identity) DO UPDATE SET "
-                                "last_seen=excluded.last_seen, too_varied=excluded.too_varied", rows)  # fmt: skip
-            self.db.executemany("INSERT OR IGNORE INTO seen VALUES(?,?,?,?)", self._pending)
+        try:
+            with self.db:
+                self.db.executemany("INSERT INTO identities VALUES(?,?,?,?) ON CONFLICT(identity) DO UPDATE SET "
+                                    "last_seen=excluded.last_seen, too_varied=excluded.too_varied", rows)  # fmt: skip
+                self.db.executemany("INSERT OR IGNORE INTO seen VALUES(?,?,?,?)", self._pending)
+        except sqlite3.Error as exc:  # a full disk or a locked file must not stop the detector: kept in memory
+            self.write_errors += 1
+            log.warning("profiles not saved (kept in memory, retried at the next flush): %s", exc)
+            if len(self._pending) > 200_000:  # bounded: the oldest unsaved values are dropped from the file's view
+                del self._pending[:100_000]
+            return
         self._pending.clear()
         self._touched.clear()
 
