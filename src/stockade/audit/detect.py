@@ -92,6 +92,15 @@ def _indicators(rule: AuditRule, ev: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def _indicator_only(rule: AuditRule) -> bool:
+    """A rule for every request whose whole condition is its indicator field against a list (no exceptions)."""
+    if rule.indicator is None or rule.verbs is not None or rule.resources is not None:
+        return False
+    t = rule.tree
+    return (isinstance(t, dict) and set(t) == {"field", "op", "value"} and t["op"] in ("in_cidr", "domain_in", "in")
+            and t["field"] in (rule.indicator[0], rule.indicator[0] + "[*]"))  # fmt: skip
+
+
 def tune_gc() -> None:
     """For a long stream of events: freeze what is loaded (the compiled rules) and run the collector's young
     passes less often. Parsed events hold no cycles and go with their last reference; the default thresholds made
@@ -107,7 +116,7 @@ class Detector:
 
     def __init__(self, rules: list[AuditRule], window_s: float = 600.0, max_open: int = 100_000,
                  keep_alerts: bool = True, profiles: Profiles | None = None) -> None:  # fmt: skip
-        self.index = Index(rules)
+        self._set_rules(rules)
         self.bursts = Bursts(window_s, max_open)
         self.keep_alerts = keep_alerts
         self.alerts: list[Alert] = []  # every alert, in the order raised (with keep_alerts)
@@ -135,29 +144,31 @@ class Detector:
         if stage == "RequestReceived":
             self.unjudged += 1
             return []
-        aid = ev.get("auditID")
         res = ev["_resource"]
         verb = ev["verb"]
-        if aid.__class__ is not str:
-            aid = None
-        elif stage == "ResponseStarted":  # a long-running request: judged now, its ResponseComplete skipped
-            if self._seen(aid):
-                self.unjudged += 1
-                return []
-            self._remember(aid)
-        elif (verb == "watch" or "/" in res) and self._seen(aid):  # (exec, attach, port-forward, log, proxy)
-            self.unjudged += 1
-            return []
+        if stage == "ResponseStarted" or verb == "watch" or "/" in res:  # (exec, attach, port-forward, log, proxy)
+            aid = ev.get("auditID")
+            if aid.__class__ is str:
+                if self._seen(aid):  # its ResponseStarted was judged already
+                    self.unjudged += 1
+                    return []
+                if stage == "ResponseStarted":  # judged now, its ResponseComplete skipped
+                    self._remember(aid)
         if res == "namespaces" or res == "services":
             self._kubeflow(ev, res)
         learned = self._profile(ev) if self.profiles is not None else []
         group = self.index.group(verb, res)
-        if group is None:
+        if group is None and not self._by_field:
             return learned
-        fired = group.fire(ev)
+        fired: list[AuditRule] = group.fire(ev) if group is not None else []
+        if self._by_field:
+            extra = self._indicator_hits(ev)
+            if extra:
+                fired = [*fired, *extra]
         if not fired:
             return learned
-        if aid is not None and stage != "ResponseStarted":  # the same event again (a batch sent twice) counts once
+        aid = ev.get("auditID")
+        if aid.__class__ is str and stage != "ResponseStarted":  # the same event again (a batch sent twice) counts once
             judged = self._judged  # (_seen and _remember inlined: this runs for every matching event)
             if aid in judged or (self._judged_old and aid in self._judged_old):
                 self.unjudged += 1
@@ -188,8 +199,40 @@ class Detector:
 
     def reload(self, rules: list[AuditRule]) -> None:
         """Use these rules from now on (open alerts, counts and profiles stay)."""
-        self.index = Index(rules)
+        self._set_rules(rules)
         self.wants = self.index.wants
+
+    def _set_rules(self, rules: list[AuditRule]) -> None:
+        """Index the rules by (verb, resource); the indicator rules that only test one field against their list,
+        for every request (Tor exits, malicious addresses), are answered by one memoised lookup per value
+        instead (an API server's clients are few: their answers are remembered, bounded)."""
+        fast = [r for r in rules if _indicator_only(r)]
+        self.index = Index([r for r in rules if r not in fast])
+        self._by_field: dict[str, list[AuditRule]] = {}
+        for r in fast:
+            assert r.indicator is not None
+            self._by_field.setdefault(r.indicator[0], []).append(r)
+        self._memo: dict[tuple[str, Any], tuple[AuditRule, ...]] = {}
+
+    def _indicator_hits(self, ev: dict[str, Any]) -> list[AuditRule]:
+        hits: list[AuditRule] = []
+        memo = self._memo
+        for fld, rules in self._by_field.items():
+            values = ev.get(fld)
+            for v in values if values.__class__ is list else (values,):
+                if v.__class__ is not str:
+                    continue
+                got = memo.get((fld, v))
+                if got is None:
+                    probe = {fld: [v] if values.__class__ is list else v}
+                    got = tuple(r for r in rules if r.condition(probe))
+                    if len(memo) >= 65_536:
+                        memo.clear()
+                    memo[(fld, v)] = got
+                for r in got:
+                    if r not in hits:
+                        hits.append(r)
+        return hits
 
     def _profile(self, ev: dict[str, Any]) -> list[Alert]:
         """Learn from an allowed request of an identity that is not the control plane's; an alert when it falls
