@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from stockade.audit.events import Wants
+from stockade.audit.events import DEFERRABLE, EVENT_FIELDS, Wants
 from stockade.audit.profile import CONTROL_PLANE_PREFIXES, Profiles
 from stockade.audit.rules import AuditRule, Index
 from stockade.model import Alert
@@ -92,13 +92,21 @@ def _indicators(rule: AuditRule, ev: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def _indicator_only(rule: AuditRule) -> bool:
-    """A rule for every request whose whole condition is its indicator field against a list (no exceptions)."""
-    if rule.indicator is None or rule.verbs is not None or rule.resources is not None:
-        return False
+MEMO_OPS = frozenset({"in_cidr", "domain_in", "in", "glob", "startswith", "eq", "icontains", "contains_any"})
+
+
+def _single_field(rule: AuditRule) -> str | None:
+    """The top-level field of a rule for every request whose whole condition is one test of that field (or of
+    each item of that list field) with no exception: its answer depends on the value alone, which is memoised.
+    None for any other rule."""
+    if rule.verbs is not None or rule.resources is not None:
+        return None
     t = rule.tree
-    return (isinstance(t, dict) and set(t) == {"field", "op", "value"} and t["op"] in ("in_cidr", "domain_in", "in")
-            and t["field"] in (rule.indicator[0], rule.indicator[0] + "[*]"))  # fmt: skip
+    if not (isinstance(t, dict) and set(t) == {"field", "op", "value"} and t["op"] in MEMO_OPS):
+        return None
+    fld = str(t["field"]).removesuffix("[*]")
+    # a field of the Event schema (decoded on the fast path too), not one of the request or response objects
+    return fld if fld in EVENT_FIELDS and fld not in DEFERRABLE else None
 
 
 def tune_gc() -> None:
@@ -203,15 +211,18 @@ class Detector:
         self.wants = self.index.wants
 
     def _set_rules(self, rules: list[AuditRule]) -> None:
-        """Index the rules by (verb, resource); the indicator rules that only test one field against their list,
-        for every request (Tor exits, malicious addresses), are answered by one memoised lookup per value
-        instead (an API server's clients are few: their answers are remembered, bounded)."""
-        fast = [r for r in rules if _indicator_only(r)]
-        self.index = Index([r for r in rules if r not in fast])
+        """Index the rules by (verb, resource); the rules for every request that only test one field (Tor exits,
+        malicious addresses, attack tools' user agents) are answered by one memoised lookup per value instead: an
+        API server's clients are few, so their answers are remembered (bounded)."""
         self._by_field: dict[str, list[AuditRule]] = {}
-        for r in fast:
-            assert r.indicator is not None
-            self._by_field.setdefault(r.indicator[0], []).append(r)
+        rest = []
+        for r in rules:
+            fld = _single_field(r)
+            if fld is None:
+                rest.append(r)
+            else:
+                self._by_field.setdefault(fld, []).append(r)
+        self.index = Index(rest)
         self._memo: dict[tuple[str, Any], tuple[AuditRule, ...]] = {}
 
     def _indicator_hits(self, ev: dict[str, Any]) -> list[AuditRule]:
