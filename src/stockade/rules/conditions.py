@@ -114,8 +114,9 @@ def _under(v: str, want: Any) -> bool:
 def _under_dirs(v: str, exact: frozenset[str], prefixes: tuple[str, ...]) -> bool:
     if not v.startswith("/"):
         return False
-    p = "/" + posixpath.normpath(v).lstrip("/")  # normpath keeps a leading "//"
-    return p in exact or p.startswith(prefixes)
+    if "//" in v or "/." in v or (v.endswith("/") and v != "/"):  # only these need normalising (normpath is slow)
+        v = "/" + posixpath.normpath(v).lstrip("/")  # normpath keeps a leading "//"
+    return v in exact or v.startswith(prefixes)
 
 
 def holds(cond: dict[str, Any], node: Any) -> bool:
