@@ -18,35 +18,17 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from build_image import _tar_dir, run  # same tools/ directory (on sys.path as the script's own)
 
 DEBIAN = ["python3", "python3-urllib3", "python3-idna", "ruby-rack", "node-minimist", "node-lodash",
           "liblog4j1.2-java"]  # fmt: skip
 PIP = ["urllib3==1.26.5", "Django==2.2"]
 SITE = "usr/local/lib/python3.11/dist-packages"
 DELETED = ["usr/share/nodejs/lodash"]
-
-
-def run(*args: str) -> None:
-    proc = subprocess.run(args, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-
-
-def _tar_dir(src: Path, dest: Path) -> None:
-    with tarfile.open(dest, "w") as tf:
-        for path in sorted(src.rglob("*")):
-            info = tf.gettarinfo(str(path), arcname=path.relative_to(src).as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            if info.isreg():
-                with path.open("rb") as f:
-                    tf.addfile(info, f)
-            else:
-                tf.addfile(info)
 
 
 def _deletions(dest: Path, django_dist: str) -> None:

@@ -32,6 +32,21 @@ class AuditFormat(StrEnum):
     jsonl = "jsonl"
 
 
+# options audit scan and audit serve share
+PROFILES_OPT = typer.Option(
+    help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"
+)
+LEARN_DAYS_OPT = typer.Option(help="Days each identity learns before it is judged")
+ACTIVITY_OPT = typer.Option(help="Also the activity trail: INFO alerts for what was created and deleted")
+
+
+def _with_activity(rules: list[Path] | None, activity: bool) -> list[Path] | None:
+    """The extra rule files, with the activity pack after them when ``--activity`` asks for it."""
+    from stockade.audit.rules import ACTIVITY_PACK
+
+    return [*(rules or []), ACTIVITY_PACK] if activity else rules
+
+
 @audit_app.command("scan")
 def audit_scan(
     files: Annotated[
@@ -50,19 +65,12 @@ def audit_scan(
     server: Annotated[str | None, SERVER_OPT] = None,
     cluster: Annotated[str | None, CLUSTER_OPT] = None,
     token: Annotated[str | None, TOKEN_OPT] = None,
-    profiles: Annotated[
-        Path | None,
-        typer.Option(help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"),
-    ] = None,
-    learn_days: Annotated[float, typer.Option(help="Days each identity learns before it is judged")] = 7.0,
-    activity: Annotated[
-        bool, typer.Option(help="Also the activity trail: INFO alerts for what was created and deleted")
-    ] = False,
+    profiles: Annotated[Path | None, PROFILES_OPT] = None,
+    learn_days: Annotated[float, LEARN_DAYS_OPT] = 7.0,
+    activity: Annotated[bool, ACTIVITY_OPT] = False,
 ) -> None:
     """Raise alerts (MITRE ATT&CK for Containers) from Kubernetes audit events."""
-    from stockade.audit.rules import ACTIVITY_PACK
-
-    rules = [*(rules or []), ACTIVITY_PACK] if activity else rules
+    rules = _with_activity(rules, activity)
     from stockade.audit.stream import scan
 
     paths = files or [Path("-")]
@@ -119,22 +127,15 @@ def audit_serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8444,
     window: Annotated[int, typer.Option(help="Dedup window in seconds")] = 600,
-    profiles: Annotated[
-        Path | None,
-        typer.Option(help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"),
-    ] = None,
-    learn_days: Annotated[float, typer.Option(help="Days each identity learns before it is judged")] = 7.0,
-    activity: Annotated[
-        bool, typer.Option(help="Also the activity trail: INFO alerts for what was created and deleted")
-    ] = False,
+    profiles: Annotated[Path | None, PROFILES_OPT] = None,
+    learn_days: Annotated[float, LEARN_DAYS_OPT] = 7.0,
+    activity: Annotated[bool, ACTIVITY_OPT] = False,
     intel_refresh_hours: Annotated[
         float, typer.Option(help="Fetch the threat-intelligence lists from their publishers this often (0: never)")
     ] = 0.0,
 ) -> None:
     """Receive audit events from the API server's webhook backend (EventList over HTTPS) and raise alerts."""
-    from stockade.audit.rules import ACTIVITY_PACK
-
-    rules = [*(rules or []), ACTIVITY_PACK] if activity else rules
+    rules = _with_activity(rules, activity)
     import uvicorn
 
     from stockade.audit.detect import Detector, tune_gc
