@@ -102,3 +102,22 @@ def test_admission_webhook_covers_what_the_cli_manifests_cover_with_mtls_and_a_n
     assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "stockade-admission"}
     to_webhook = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8443)
     assert to_webhook["from"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
+
+
+def test_every_container_command_is_one_the_cli_accepts() -> None:
+    """Each stockade container's args, as the chart renders them, name a command and options the CLI has (an
+    option the chart passes and the CLI lacks would crash the pod at start)."""
+    import sys
+
+    seen = 0
+    for doc in rendered():
+        spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for ctr in spec.get("containers", []) + spec.get("initContainers", []):
+            args = [str(a) for a in ctr.get("args") or []]
+            if "stockade" not in str(ctr.get("image")) or not args:
+                continue
+            out = subprocess.run([sys.executable, "-m", "stockade.cli.main", *args, "--help"],
+                                 capture_output=True, text=True)  # fmt: skip
+            assert out.returncode == 0, (ctr["name"], args, out.stderr[-800:])
+            seen += 1
+    assert seen >= 5  # server, agent, sensor, audit (+ its publisher), admission

@@ -37,6 +37,8 @@ def create_app(detector: Detector, tokens: list[str], out: IO[bytes], max_body: 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         out.flush()
+        if detector.profiles is not None:  # what was learned since the last write
+            detector.profiles.close()
 
     app = FastAPI(title="stockade audit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from stockade.audit import events as aev
 from stockade.audit.detect import Detector, IntelReloader, tune_gc
+from stockade.audit.profile import Profiles
 from stockade.audit.rules import load
 from stockade.model import Alert
 
@@ -44,13 +45,12 @@ class Emitter:
 
 def scan(paths: list[Path], rules: list[Path] | None = None, window_s: float = 600, out: IO[bytes] | None = None,
          deltas: Any = None, follow: bool = False, state: Path | None = None, keep_alerts: bool = True,
-         profiles: Path | None = None, learn_s: float = 7 * 86400.0,
+         profiles: Profiles | Path | None = None, learn_s: float = 7 * 86400.0,
          ) -> tuple[Detector, aev.Stats, dict[str, int] | None]:  # fmt: skip
     """Every event of ``paths`` ("-": standard input) through the audit rules (the built-in pack and ``rules``).
-    Returns the detector (its alerts, with ``keep_alerts``), the read counters, and what ``deltas`` delivered."""
-    from stockade.audit.profile import Profiles
-
-    learned = Profiles(profiles, learn_s) if profiles is not None else None
+    ``profiles``: learned profiles (or a SQLite file of them). Returns the detector (its alerts, with
+    ``keep_alerts``), the read counters, and what ``deltas`` delivered."""
+    learned = Profiles(profiles, learn_s) if isinstance(profiles, Path) else profiles
     detector = Detector(load(rules), window_s=window_s, keep_alerts=keep_alerts, profiles=learned)
     reloader = IntelReloader(detector, lambda: load(rules)) if follow else None
     tune_gc()

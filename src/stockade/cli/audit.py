@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -23,6 +23,9 @@ from stockade.cli.common import (
 )
 from stockade.model import StockadeError
 
+if TYPE_CHECKING:
+    from stockade.audit.profile import Profiles
+
 audit_app = typer.Typer(help="Control-plane threat detection from Kubernetes audit logs.", no_args_is_help=True)
 
 
@@ -34,10 +37,27 @@ class AuditFormat(StrEnum):
 
 # options audit scan and audit serve share
 PROFILES_OPT = typer.Option(
-    help="Learn each identity's usual behaviour in this SQLite file; alert outside it (STK-AUD-100)"
+    help="Learn each identity's usual behaviour, in this SQLite file or (`server`) in the --server's database for "
+    "--cluster; alert outside it (STK-AUD-100)"
 )
 LEARN_DAYS_OPT = typer.Option(help="Days each identity learns before it is judged")
 ACTIVITY_OPT = typer.Option(help="Also the activity trail: INFO alerts for what was created and deleted")
+
+
+def _profiles(spec: str | None, learn_days: float, server: str | None, cluster: str | None,
+              token: str | None) -> Profiles | None:  # fmt: skip
+    """The learned profiles ``--profiles`` names: a SQLite file, or ``server`` (the connected server's database)."""
+    from stockade.audit.profile import Profiles
+
+    if not spec:
+        return None
+    if spec != "server":
+        return Profiles(Path(spec), learn_days * 86400)
+    if not server:
+        raise StockadeError("--profiles server: give the server with --server (or $STOCKADE_SERVER)")
+    from stockade.server.client import Client, ServerProfiles
+
+    return Profiles(None, learn_days * 86400, store=ServerProfiles(Client(server, token or "", cluster or "")))
 
 
 def _with_activity(rules: list[Path] | None, activity: bool) -> list[Path] | None:
@@ -65,7 +85,7 @@ def audit_scan(
     server: Annotated[str | None, SERVER_OPT] = None,
     cluster: Annotated[str | None, CLUSTER_OPT] = None,
     token: Annotated[str | None, TOKEN_OPT] = None,
-    profiles: Annotated[Path | None, PROFILES_OPT] = None,
+    profiles: Annotated[str | None, PROFILES_OPT] = None,
     learn_days: Annotated[float, LEARN_DAYS_OPT] = 7.0,
     activity: Annotated[bool, ACTIVITY_OPT] = False,
 ) -> None:
@@ -81,10 +101,10 @@ def audit_scan(
     # memory); a report at the end (table, JSON, a file) keeps every alert
     stream_out = fmt is AuditFormat.jsonl and output is None
     with input_errors():
+        learned = _profiles(profiles, learn_days, server, cluster, token)
         deltas = alert_sender(server, cluster, token, "audit")
         detector, stats, sent = scan(paths, rules, window, sys.stdout.buffer if stream_out else None, deltas, follow,
-                                     state, keep_alerts=not stream_out, profiles=profiles,
-                                     learn_s=learn_days * 86400)  # fmt: skip
+                                     state, keep_alerts=not stream_out, profiles=learned)  # fmt: skip
     if sent is not None and (sent["failed"] or sent["dropped"]):
         err(f"[red]error:[/] {sent['failed'] + sent['dropped']} alert(s) not delivered to {server}")
         raise typer.Exit(EXIT_INPUT)
@@ -127,7 +147,11 @@ def audit_serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8444,
     window: Annotated[int, typer.Option(help="Dedup window in seconds")] = 600,
-    profiles: Annotated[Path | None, PROFILES_OPT] = None,
+    profiles: Annotated[str | None, PROFILES_OPT] = None,
+    server: Annotated[str | None, typer.Option("--server", envvar="STOCKADE_SERVER",
+                                               help="The stockade server (for --profiles server)")] = None,
+    cluster: Annotated[str | None, CLUSTER_OPT] = None,
+    token: Annotated[str | None, TOKEN_OPT] = None,
     learn_days: Annotated[float, LEARN_DAYS_OPT] = 7.0,
     activity: Annotated[bool, ACTIVITY_OPT] = False,
     intel_refresh_hours: Annotated[
@@ -149,9 +173,7 @@ def audit_serve(
         tokens = [t.strip() for t in token_file.read_text().splitlines() if t.strip()]
         if not tokens:
             raise StockadeError(f"{token_file}: no token in it")
-        from stockade.audit.profile import Profiles
-
-        learned = Profiles(profiles, learn_days * 86400) if profiles else None
+        learned = _profiles(profiles, learn_days, server, cluster, token)
         detector = Detector(load_audit_rules(rules), window_s=window, keep_alerts=False,
                             profiles=learned)  # runs for months  # fmt: skip
         tune_gc()
@@ -179,17 +201,63 @@ profile_app = typer.Typer(help="The learned behaviour of each identity (audit sc
 audit_app.add_typer(profile_app, name="profile")
 
 
+PROFILE_DB_ARG = typer.Argument(help="Profile database (SQLite), or `server` for --server's, of --cluster")
+
+
+def _server_profiles(server: str | None, cluster: str | None, token: str | None) -> tuple[Any, str]:
+    """A client of the server holding the profiles, and the URL of --cluster's."""
+    from urllib.parse import quote
+
+    from stockade.server.client import Client
+
+    if not server or not cluster:
+        raise StockadeError("server: give --server and --cluster (or $STOCKADE_SERVER and $STOCKADE_CLUSTER)")
+    client = Client(server, token or "", cluster)
+    return client, f"{client.base}/api/v1/clusters/{quote(cluster, safe='')}/profiles"
+
+
+def _answer(r: Any, what: str) -> Any:
+    if r.status_code >= 300:
+        try:
+            msg = r.json().get("error") or r.json().get("detail") or r.text
+        except ValueError:
+            msg = r.text
+        raise StockadeError(f"{what}: HTTP {r.status_code}: {str(msg)[:300]}")
+    return r.json() if r.status_code != 204 else None
+
+
 @profile_app.command("show")
-def profile_show(profiles: Annotated[Path, typer.Argument(help="Profile database (SQLite)")]) -> None:
+def profile_show(
+    profiles: Annotated[str, PROFILE_DB_ARG],
+    server: Annotated[str | None, SERVER_OPT] = None,
+    cluster: Annotated[str | None, CLUSTER_OPT] = None,
+    token: Annotated[str | None, TOKEN_OPT] = None,
+    learn_days: Annotated[float, LEARN_DAYS_OPT] = 7.0,
+) -> None:
     """Each identity: learning or judged, and how many values each dimension holds."""
+    import time
+
     from stockade.audit.profile import Profiles
 
     with input_errors():
-        if not profiles.is_file():
-            raise StockadeError(f"{profiles}: no such file")
-        p = Profiles(profiles)
-        rows = p.summary()
-        p.close()
+        if profiles == "server":
+            client, url = _server_profiles(server, cluster, token)
+            try:
+                rows = _answer(client.http.get(url), url)
+            except httpx_errors() as exc:
+                raise StockadeError(f"{url}: {exc}") from None
+            finally:
+                client.close()
+            now = time.time()
+            for r in rows:
+                r["learning"] = now - r["first_seen"] < learn_days * 86400
+        else:
+            path = Path(profiles)
+            if not path.is_file():
+                raise StockadeError(f"{path}: no such file")
+            p = Profiles(path, learn_days * 86400)
+            rows = p.summary()
+            p.close()
     for r in rows:
         state = "too varied" if r["too_varied"] else ("learning" if r["learning"] else "judged")
         typer.echo(f"{r['identity']}\t{state}\toperations {r['operation']}\tnamespaces {r['namespace']}\t"
@@ -198,17 +266,43 @@ def profile_show(profiles: Annotated[Path, typer.Argument(help="Profile database
 
 @profile_app.command("reset")
 def profile_reset(
-    profiles: Annotated[Path, typer.Argument(help="Profile database (SQLite)")],
+    profiles: Annotated[str, PROFILE_DB_ARG],
     identity: Annotated[str, typer.Argument(help="User or service account (system:serviceaccount:NS:NAME)")],
+    server: Annotated[str | None, SERVER_OPT] = None,
+    cluster: Annotated[str | None, CLUSTER_OPT] = None,
+    token: Annotated[str | None, TOKEN_OPT] = None,
 ) -> None:
-    """Forget one identity's profile: it learns again from its next request."""
+    """Forget one identity's profile: it learns again from its next request (on the server: an admin's token; a
+    running collector forgets it at its next write)."""
+    from urllib.parse import quote
+
     from stockade.audit.profile import Profiles
 
     with input_errors():
-        p = Profiles(profiles)
-        known = p.reset(identity)
-        p.close()
+        if profiles == "server":
+            client, url = _server_profiles(server, cluster, token)
+            try:
+                r = client.http.delete(f"{url}/{quote(identity, safe='')}")
+            except httpx_errors() as exc:
+                raise StockadeError(f"{url}: {exc}") from None
+            finally:
+                client.close()
+            known = r.status_code != 404
+            if known:
+                _answer(r, url)
+            where = f"cluster {cluster!r} on {server}"
+        else:
+            p = Profiles(Path(profiles))
+            known = p.reset(identity)
+            p.close()
+            where = profiles
     if not known:
-        err(f"[red]error:[/] no profile for {identity!r} in {profiles}")
+        err(f"[red]error:[/] no profile for {identity!r} in {where}")
         raise typer.Exit(EXIT_INPUT)
     err(f"{identity}: profile reset; it learns again")
+
+
+def httpx_errors() -> type[Exception]:
+    import httpx
+
+    return httpx.HTTPError

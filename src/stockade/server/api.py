@@ -341,6 +341,49 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         await run_in_threadpool(store.delete_cluster, cluster, p.name, purge)
         return Response(status_code=204)
 
+    # -- learned profiles (audit collectors with --profiles server) ----------------------------------------------
+
+    def own_or_viewer(request: Request, cluster: str) -> tuple[Principal, int]:
+        """The cluster's own collectors, or a user who may view; the cluster's id."""
+        p = principal(request)
+        if p.kind == "cluster":
+            if store.principal_cluster_name(p) != cluster:
+                raise HTTPException(403, f"this token belongs to cluster {store.principal_cluster_name(p)!r}")
+            assert p.cluster_id is not None
+            return p, p.cluster_id
+        if p.role not in VIEW:
+            raise HTTPException(403, f"{p.name} ({p.role}) may not do this")
+        return p, store.cluster_id(cluster, archived=True)
+
+    @app.get("/api/v1/clusters/{cluster}/profiles", tags=["profiles"])
+    async def get_profiles(cluster: str, request: Request, identity: str | None = None, full: bool = False) -> Any:
+        """The identities the cluster's audit collector learned, with the number of values per dimension
+        (``identity``: that one with its values; ``full``: everything, as the collector loads it)."""
+        _p, cid = own_or_viewer(request, cluster)
+        if full:
+            return await run_in_threadpool(store.profiles_load, cid)
+        return await run_in_threadpool(store.profiles_summary, cid, identity)
+
+    @app.post("/api/v1/clusters/{cluster}/profiles", tags=["profiles"])
+    async def learn_profiles(cluster: str, request: Request) -> Any:
+        """What the cluster's audit collector learned since its last write (its cluster token only)."""
+        p, cid = own_or_viewer(request, cluster)
+        if p.kind != "cluster":
+            raise HTTPException(403, "profiles are written by the cluster's audit collector (a cluster token)")
+        body = await body_json(request)
+        return await limited(lambda: store.profiles_learn(cid, body))
+
+    @app.delete("/api/v1/clusters/{cluster}/profiles/{identity:path}", tags=["profiles"], status_code=204)
+    async def reset_profile(cluster: str, identity: str, request: Request) -> Response:
+        """Forget one identity's profile: it learns again (admins; the running collector forgets it at its next
+        write). The cluster's collector may also drop identities it no longer keeps."""
+        p, cid = own_or_viewer(request, cluster)
+        if p.kind != "cluster" and p.role not in TRIAGE:
+            raise HTTPException(403, f"{p.name} ({p.role}) may not do this; it needs admin")
+        if not await run_in_threadpool(store.profile_reset, cid, identity, p.name, p.kind != "cluster"):
+            raise HTTPException(404, f"no profile for {identity!r} in cluster {cluster!r}")
+        return Response(status_code=204)
+
     # -- read models ---------------------------------------------------------------------------------------------
 
     @app.get("/api/v1/overview", tags=["views"])

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -93,6 +94,70 @@ class Client:
 
     def send_scans(self, scans: list[dict[str, Any]]) -> Any:
         return self._post("/api/v1/scans", {"items": scans})
+
+
+class ServerProfiles:
+    """The learned profiles of audit/profile.py kept in the server's database, per cluster (``--profiles
+    server``): loaded when the collector starts, each flush one write; a reset made on the server comes back in
+    the write's answer. A write that fails is kept by Profiles and retried at the next flush (few tries here: the
+    detector waits on it)."""
+
+    def __init__(self, client: Client) -> None:
+        if not client.cluster:
+            raise PublishError("--cluster: name the cluster whose profiles these are")
+        self.client = client
+        self.url = f"{client.base}/api/v1/clusters/{quote(client.cluster, safe='')}/profiles"
+        self.since = 0.0  # the server's time at the last answer: resets made after it are news
+
+    def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        from stockade.audit.profile import ProfileError
+
+        try:
+            r = self.client.http.request(method, url, content=orjson.dumps(body) if body is not None else None,
+                                         headers={"content-type": "application/json"})  # fmt: skip
+        except httpx.HTTPError as e:
+            raise ProfileError(f"{self.client.base}: profiles: {e}") from None
+        if r.status_code >= 300 and r.status_code != 404:
+            try:
+                msg = r.json().get("error") or r.json().get("detail") or r.text
+            except ValueError:
+                msg = r.text
+            raise ProfileError(f"{url}: HTTP {r.status_code}: {str(msg)[:300]}")
+        return r
+
+    def load(self) -> tuple[list[tuple[str, float, float, bool]], list[tuple[str, str, str]]]:
+        from stockade.audit.profile import ProfileError
+
+        r = self._call("GET", self.url + "?full=true")
+        if r.status_code == 404:
+            raise ProfileError(f"{self.url}: HTTP 404: {r.text[:300]}")
+        d = r.json()
+        self.since = float(d.get("now", 0.0))
+        return ([(str(i), float(f), float(la), bool(v)) for i, f, la, v in d.get("identities", [])],
+                [(str(i), str(dim), str(v)) for i, dim, v in d.get("values", [])])  # fmt: skip
+
+    def save(self, identities: list[tuple[str, float, float, int]], values: list[tuple[str, str, str, float]]
+             ) -> list[str]:  # fmt: skip
+        from stockade.audit.profile import ProfileError
+
+        reset: list[str] = []
+        step = 20_000  # the server's MAX_PROFILE_ROWS
+        for i in range(0, max(len(identities), len(values), 1), step):
+            body = {"since": self.since, "identities": [list(x) for x in identities[i : i + step]],
+                    "values": [list(x) for x in values[i : i + step]]}  # fmt: skip
+            r = self._call("POST", self.url, body)
+            if r.status_code == 404:
+                raise ProfileError(f"{self.url}: HTTP 404: {r.text[:300]}")
+            d = r.json()
+            self.since = float(d.get("now", self.since))
+            reset += [str(x) for x in d.get("reset", [])]
+        return reset
+
+    def delete(self, identity: str) -> bool:
+        return self._call("DELETE", f"{self.url}/{quote(identity, safe='')}").status_code < 300
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class Publisher:

@@ -305,6 +305,36 @@ ingest_batches = Table(  # batch ids already applied: a retried batch is acknowl
     Column("at", Float, nullable=False),
 )
 
+# what each identity of a cluster usually does (audit/profile.py), learned by its audit collector with
+# `--profiles server`: one row per identity, one per value it was seen with
+identity_profiles = Table(
+    "identity_profiles",
+    metadata,
+    Column("cluster_id", Integer, ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True),
+    Column("identity", String(300), primary_key=True),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("too_varied", Boolean, nullable=False, default=False),
+)
+
+identity_profile_values = Table(
+    "identity_profile_values",
+    metadata,
+    Column("cluster_id", Integer, ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True),
+    Column("identity", String(300), primary_key=True),
+    Column("dim", String(20), primary_key=True),  # operation, namespace, network, agent
+    Column("value", String(300), primary_key=True),
+    Column("at", Float, nullable=False),
+)
+
+identity_profile_resets = Table(  # resets made on the server, for the running detector to forget them too
+    "identity_profile_resets",
+    metadata,
+    Column("cluster_id", Integer, ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True),
+    Column("identity", String(300), primary_key=True),
+    Column("at", Float, nullable=False),
+)
+
 settings = Table(
     "settings",
     metadata,

@@ -1,7 +1,8 @@
 """The server's data layer, one module per aggregate: users and tokens (users.py), clusters and their snapshots
 (clusters.py), ingestion of cluster batches (ingest.py), alerts and suppressions (alerts.py), images and their
-scans (images.py), exceptions, exports and settings (exports.py), the audit log (auditlog.py); base.py holds what
-they share. ``Store`` is the one facade the API, the dashboard and the workers use."""
+scans (images.py), exceptions, exports and settings (exports.py), the audit log (auditlog.py), the audit
+collectors' learned profiles (profiles.py); base.py holds what they share. ``Store`` is the one facade the API,
+the dashboard and the workers use."""
 
 from stockade.server.store.auditlog import AuditLogStore
 from stockade.server.store.base import (
@@ -31,10 +32,11 @@ from stockade.server.store.base import (
 )
 from stockade.server.store.exports import ExportsStore
 from stockade.server.store.ingest import IngestStore
+from stockade.server.store.profiles import ProfilesStore
 from stockade.server.store.users import UsersStore
 
 
-class Store(IngestStore, UsersStore, ExportsStore, AuditLogStore):
+class Store(IngestStore, UsersStore, ExportsStore, AuditLogStore, ProfilesStore):
     """All reads and writes of the server, on one SQLAlchemy engine."""
 
 

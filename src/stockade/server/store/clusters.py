@@ -59,8 +59,9 @@ class ClustersStore(StoreBase):
         cid = self.cluster_id(name, archived=True)
         with self.engine.begin() as con:
             gone: tuple[Any, ...] = (t.containers, t.recommendations, t.compliance, t.ingest_batches)
-            if purge:
-                gone += (t.alerts, t.violations)
+            if purge:  # (learned profiles stay with an archived cluster: registered again, it goes on from them)
+                gone += (t.alerts, t.violations, t.identity_profiles, t.identity_profile_values,
+                         t.identity_profile_resets)
             for table in gone:
                 con.execute(delete(table).where(table.c.cluster_id == cid))
             con.execute(delete(t.tokens).where(t.tokens.c.cluster_id == cid))
